@@ -1,0 +1,129 @@
+"""The ``cpa`` command line: a thin shell over the library.
+
+Heavy libraries (pandas, pint, matplotlib) are imported inside the commands, so that
+``cpa --help`` answers at once. Every :class:`cpa.errors.CPAError` becomes a short message and
+exit code 1; usage errors exit 2; nothing a user does ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+WORKSHEET_SUFFIXES = (".cpa.md", ".xlsx", ".xlsm")
+
+
+def _expand(paths) -> list[str]:
+    """Worksheet files named, and those found inside named folders (sorted)."""
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(
+                os.path.join(p, n) for n in os.listdir(p)
+                if n.lower().endswith(WORKSHEET_SUFFIXES) and not n.startswith((".", "~$"))
+            )
+            if not found:
+                raise click.UsageError(f"no worksheets (*.cpa.md, *.xlsx) in folder {p}")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+class CpaGroup(click.Group):
+    def invoke(self, ctx):
+        from cpa.errors import CPAError
+
+        try:
+            return super().invoke(ctx)
+        except CPAError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+        except OSError as exc:
+            name = exc.filename or ""
+            click.echo(f"Error: {name}: {exc.strerror or exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=CpaGroup, context_settings=CONTEXT)
+@click.version_option(package_name="cpa", message="cpa %(version)s")
+def main():
+    """cpa: cleaner-production assessment (sản xuất sạch hơn).
+
+    Worksheets record a facility's production, process steps and every input and output with
+    its unit; cpa checks them, computes balances, indicators and the savings of options, and
+    writes case-study booklets. A worksheet is a Markdown file (*.cpa.md) or a workbook (*.xlsx).
+    """
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
+def check(paths, as_json):
+    """Check worksheets and report every problem at once.
+
+    PATHS are worksheet files or folders of them. Exit status: 0 when every worksheet is valid
+    (warnings allowed), 1 when any has an error, 2 for a usage error.
+    """
+    from cpa.worksheet import read
+
+    files = _expand(paths)
+    report = []
+    failed = False
+    for path in files:
+        ws = read(path)
+        problems = list(ws.problems)
+        if not ws.errors:
+            problems += _balance_warnings(ws)
+        errors = [p for p in problems if p.severity == "error"]
+        failed = failed or bool(errors)
+        report.append({"file": path, "valid": not errors,
+                       "errors": len(errors), "warnings": len(problems) - len(errors),
+                       "problems": [p.as_dict() for p in problems]})
+        if not as_json:
+            for p in problems:
+                click.echo(str(p), err=bool(errors))
+            status = "valid" if not errors else "INVALID"
+            click.echo(f"{path}: {status} ({len(errors)} errors, {len(problems) - len(errors)} warnings)",
+                       err=bool(errors))
+    if as_json:
+        click.echo(json.dumps({"files": report, "valid": not failed}, ensure_ascii=False, indent=2,
+                              default=str))
+    sys.exit(1 if failed else 0)
+
+
+def _balance_warnings(ws):
+    """Warnings from the balances (closure gaps), once the balance module is there."""
+    try:
+        from cpa.balance import closure_warnings
+    except ImportError:
+        return []
+    return closure_warnings(ws)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--lang", type=click.Choice(["vi", "en"]), default="vi", show_default=True,
+              help="Language of the headings and labels.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def template(out, lang, force):
+    """Write a blank worksheet to OUT (a .cpa.md text worksheet).
+
+    The blank worksheet is generated from the schema, with headings, column labels and help in
+    the chosen language.
+    """
+    from cpa.io import write_text_atomic
+    from cpa.worksheet import blank_text
+
+    if not out.lower().endswith(".md"):
+        raise click.UsageError("OUT must end in .cpa.md")
+    write_text_atomic(out, blank_text(lang), force=force)
+    click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

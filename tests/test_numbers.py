@@ -1,0 +1,54 @@
+"""Numbers: strict reading by declared locale, formatting for the reader's language."""
+
+import pytest
+
+from cpa.errors import NumberError
+from cpa.numbers import format_number, format_percent, parse_number
+
+
+@pytest.mark.parametrize(
+    "text, locale, value",
+    [("1.5", "plain", 1.5), ("1234.5", "plain", 1234.5), ("0.125", "plain", 0.125),
+     ("1e3", "plain", 1000.0), ("-2", "plain", -2.0), ("1.234.567,8", "vi", 1234567.8),
+     ("1234,5", "vi", 1234.5), ("1.234", "vi", 1234.0), ("1,234,567.8", "en", 1234567.8),
+     ("1234.5", "en", 1234.5)],
+)
+def test_parse(text, locale, value):
+    assert parse_number(text, locale) == value
+
+
+@pytest.mark.parametrize(
+    "text, locale",
+    [("1,5", "plain"), ("1.234", "plain"), ("12.345", "plain"), ("1.5", "vi"), ("1,2,3", "en"),
+     ("nan", "plain"), ("inf", "plain"), ("1 234", "plain"), ("abc", "plain"), ("", "plain"),
+     ("1.234,5", "en")],
+)
+def test_reject_ambiguous_or_bad(text, locale):
+    with pytest.raises(NumberError):
+        parse_number(text, locale)
+
+
+def test_pint_would_have_read_1_comma_5_as_15():
+    # The trap this module exists for: pint's parser drops the comma.
+    from cpa.units import registry
+
+    assert registry().Quantity("1,5 kWh").magnitude == 15
+    with pytest.raises(NumberError):
+        parse_number("1,5")
+
+
+def test_format_vi_and_en():
+    assert format_number(1234567.8, "vi") == "1.234.567,8"
+    assert format_number(1234567.8, "en") == "1,234,567.8"
+    # the Dong Nai plan's budget, as printed in the plan (958.079.880 đồng)
+    assert format_number(958079880, "vi", 0) == "958.079.880"
+
+
+def test_format_unknown_is_a_dash_not_zero():
+    assert format_number(None) == "—"
+    assert format_number(float("nan"), "vi") == "—"
+
+
+def test_format_percent():
+    assert format_percent(0.0834, "vi") == "8,3 %"
+    assert format_percent(0.0834, "en") == "8.3%"
