@@ -125,5 +125,13 @@ def template(out, lang, force):
     click.echo(f"wrote {out}")
 
 
+def _register():
+    from cpa.commands_balance import balance_cmd
+
+    main.add_command(balance_cmd)
+
+
+_register()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

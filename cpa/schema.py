@@ -338,6 +338,7 @@ TABLES: tuple[Table, ...] = (
             _col("kind", "choice", "kind", "loại", choices="stream_kind", required=True),
             _col("fuel", "choice", "fuel or carrier (for factors)", "loại nhiên liệu (để tra hệ số)", "Required for fuels: picks calorific value, CO2 and TOE factors.", "Bắt buộc với nhiên liệu.", choices="fuel"),
             _col("main_material", "bool", "main material (own indicator)", "nguyên liệu chính (có chỉ số riêng)", default="no"),
+            _col("lost_material", "ref", "material lost in this waste", "vật liệu bị mất theo dòng thải", "For a waste or loss stream: the purchased input it is lost from (its price values the loss).", "Với dòng thải/tổn thất: đầu vào bị mất theo (dùng giá mua để tính chi phí).", ref="streams"),
             _NOTE,
         ),
         key=("id",), required=True,

@@ -22,10 +22,11 @@ def test_mini_is_valid(mini_path):
     ws = read(mini_path)
     assert ws.errors == []
     assert ws.facility["reference_product"] == "fabric"
-    assert len(ws.tables["flows"]) == 18
-    assert ws.tables["flows"]["quantity"].sum() == pytest.approx(
-        102 + 101 + 100 + 4000 + 6000 + 3800 + 5900 + 50 + 300 + 40000
-        + 112 + 110 + 3600 + 5400 + 3400 + 5300 + 48 + 41000)
+    assert len(ws.tables["flows"]) == 34
+    flows = ws.tables["flows"]
+    coal = flows[(flows["stream"] == "coal") & (flows["period"] == "base")]
+    assert coal["quantity"].tolist() == [50.0] and coal["unit"].tolist() == ["t"]
+    assert ws.tables["factors"]["value"].tolist() == [2.643]
 
 
 def test_check_valid_exit_0(mini_path):
@@ -101,6 +102,8 @@ def test_ambiguous_numbers_without_locale(write_ws, mini_text, value):
 def test_declared_vi_locale_reads_decimal_commas(write_ws, mini_text):
     text = _replace(mini_text, "| operating_days_per_year | 300 |", "| operating_days_per_year | 300 |\n| number_locale | vi |")
     text = _replace(text, "| base | coal | | boiler | 50 |", "| base | coal | | boiler | 1.234,5 |")
+    text = _replace(text, "| 2.6430 | GJ/t |", "| 2,643 | GJ/t |")
+    text = _replace(_replace(text, "| 0.8 | t |", "| 0,8 | t |"), "| 0.7 | t |", "| 0,7 | t |")
     ws = read(write_ws(text))
     assert ws.errors == []
     assert 1234.5 in ws.tables["flows"]["quantity"].tolist()
@@ -162,13 +165,13 @@ def test_huge_valid_worksheet_is_accepted(write_ws, mini_text):
     # 30,000 extra streams, each with a flow: valid and read completely
     # (its speed is measured in benchmarks/bench_check.py, not here)
     n = 30_000
-    streams = "\n".join(f"| s{i} | Dòng {i} | | raw_material | |" for i in range(n))
+    streams = "\n".join(f"| s{i} | Dòng {i} | | raw_material | | | |" for i in range(n))
     flows = "\n".join(f"| base | s{i} | | prep | {i % 97 + 1} | kg | measured | |" for i in range(n))
     text = _replace(mini_text, "| grey | Vải mộc |", streams + "\n| grey | Vải mộc |")
     text = _replace(text, "| base | grey | | prep |", flows + "\n| base | grey | | prep |")
     ws = read(write_ws(text))
     assert ws.errors == []
-    assert len(ws.tables["flows"]) == 18 + n
+    assert len(ws.tables["flows"]) == 34 + n
 
 
 def test_no_file_is_written_on_check(tmp_path, mini_text):
