@@ -127,8 +127,10 @@ def template(out, lang, force):
 
 def _register():
     from cpa.commands_balance import balance_cmd
+    from cpa.commands_programme import programme_cmd
 
     main.add_command(balance_cmd)
+    main.add_command(programme_cmd)
 
 
 _register()

@@ -9,7 +9,7 @@ JSON_FORMAT = "cpa.balance/1"
 
 
 def balance_results(ws, period=None, layer=None) -> dict:
-    """All tables `cpa balance` reports, computed once (pure; no I/O)."""
+    """The tables `cpa balance` reports (pure; no I/O)."""
     from cpa.balance import balances
     from cpa.costs import waste_costs
     from cpa.indicators import factors_used, indicators
@@ -23,8 +23,7 @@ def balance_results(ws, period=None, layer=None) -> dict:
     if period:
         ind = ind[ind["period"] == period]
         cost = cost[cost["period"] == period]
-    periods = period_table(ws)
-    return {"periods": periods, "balances": bal, "indicators": ind, "waste_costs": cost,
+    return {"periods": period_table(ws), "balances": bal, "indicators": ind, "waste_costs": cost,
             "factors": factors_used(ws, conv)}
 
 

@@ -71,7 +71,8 @@ def indicators(ws, flows=None, conv: Converter | None = None):
     prod = production(ws)
     periods = period_table(ws)
     streams = ws.tables["streams"]
-    main = set(streams.loc[streams["main_material"].fillna(False).astype(bool), "id"])
+    is_main = streams["main_material"].fillna(False).astype(bool) & ~streams["kind"].isin(["water", "wastewater"])
+    main = set(streams.loc[is_main, "id"])
     rows = []
     entering = flows[flows["from"].isna()]
     leaving = flows[flows["to"].isna()]

@@ -155,6 +155,10 @@ def parse_unit(text: str):
     if not norm:
         raise UnitError(text, "the unit is empty", "write a unit such as t, m3, kWh or VND/t")
     whole = norm.casefold()
+    if "TOE" in _TOKEN_SPLIT.split(norm):
+        raise UnitError(text, "ambiguous: 'TOE' could be the physical toe or Vietnam's regulatory TOE",
+                        "write toe for the physical tonne of oil equivalent (41.868 GJ) or TOE_VN "
+                        "for the regulatory TOE of the MOIT table")
     if whole in ALIASES:
         expr = ALIASES[whole]
     else:

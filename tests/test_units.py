@@ -29,7 +29,7 @@ def test_ton_is_the_metric_tonne_not_pints_short_ton():
     assert conversion_factor("ton", "kg") == 1000.0
 
 
-@pytest.mark.parametrize("text", ["kt", "1000 L", "tonnn", "", "kWh kWh kWh!"])
+@pytest.mark.parametrize("text", ["kt", "1000 L", "tonnn", "", "kWh kWh kWh!", "TOE", "TOE/t"])
 def test_bad_units_raise_unit_error(text):
     with pytest.raises(UnitError):
         parse_unit(text)

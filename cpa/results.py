@@ -1,0 +1,92 @@
+"""All results of one facility, computed once: the bundle that charts, booklets, exports and the
+programme roll-up read.
+
+:func:`facility_results` is pure (tables in, tables out). Charts and booklets must only *read*
+this bundle; they never compute (a test holds it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FacilityResults:
+    """Results of one worksheet.
+
+    Attributes
+    ----------
+    ws : cpa.worksheet.Worksheet
+        The worksheet (profile, team, steps, links, streams... as tables).
+    periods, flows, balances, indicators, waste_costs, factors : pandas.DataFrame
+        See :mod:`cpa.quantities`, :mod:`cpa.balance`, :mod:`cpa.indicators`, :mod:`cpa.costs`.
+    options, savings, compare : pandas.DataFrame or None
+        From :mod:`cpa.options` and :mod:`cpa.compare` (None until the worksheet has options /
+        monitoring periods).
+    warnings : list of cpa.errors.Problem
+    """
+
+    ws: object
+    periods: object
+    flows: object
+    balances: object
+    indicators: object
+    waste_costs: object
+    factors: object
+    options: object = None
+    savings: object = None
+    combined: object = None
+    compare: object = None
+    warnings: list = field(default_factory=list)
+
+    @property
+    def baseline(self) -> str:
+        p = self.periods
+        return p.loc[p["kind"] == "baseline", "id"].iloc[0]
+
+    @property
+    def monitoring(self) -> list[str]:
+        p = self.periods
+        return p.loc[p["kind"] == "monitoring", "id"].tolist()
+
+
+def facility_results(ws) -> FacilityResults:
+    """Compute every result of a (valid) worksheet once."""
+    from cpa.balance import balances, closure_warnings
+    from cpa.costs import waste_costs
+    from cpa.indicators import factors_used, indicators
+    from cpa.quantities import Converter, period_table, resolve_flows
+
+    conv = Converter(ws)
+    flows = resolve_flows(ws, conv)
+    bal = balances(ws, flows=flows)
+    res = FacilityResults(
+        ws=ws, periods=period_table(ws), flows=flows, balances=bal,
+        indicators=indicators(ws, flows=flows, conv=conv),
+        waste_costs=waste_costs(ws, flows=flows, conv=conv),
+        factors=None,
+        warnings=closure_warnings(ws, bal) + list(ws.warnings),
+    )
+    _add_options(ws, res)
+    res.factors = factors_used(ws, conv)
+    return res
+
+
+def _add_options(ws, res) -> None:
+    """Options, savings and before/after, once those modules exist and the worksheet has them."""
+    try:
+        from cpa import options as opt
+    except ImportError:
+        return
+    if len(ws.tables["options"]):
+        for name, fn in (("options", "option_table"), ("savings", "savings_table"),
+                         ("combined", "combined_savings")):
+            f = getattr(opt, fn, None)
+            if f is not None:
+                setattr(res, name, f(ws))
+    try:
+        from cpa.compare import compare
+    except ImportError:
+        return
+    if res.monitoring:
+        res.compare = compare(ws)
