@@ -127,10 +127,11 @@ def template(out, lang, force):
 
 def _register():
     from cpa.commands_balance import balance_cmd
+    from cpa.commands_options import compare_cmd, options_cmd
     from cpa.commands_programme import programme_cmd
 
-    main.add_command(balance_cmd)
-    main.add_command(programme_cmd)
+    for cmd in (balance_cmd, options_cmd, compare_cmd, programme_cmd):
+        main.add_command(cmd)
 
 
 _register()
