@@ -109,18 +109,24 @@ def _balance_warnings(ws):
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--lang", type=click.Choice(["vi", "en"]), default="vi", show_default=True,
               help="Language of the headings and labels.")
+@click.option("--sector", default=None, help="Prefill the facility's sector (workbooks only).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def template(out, lang, force):
-    """Write a blank worksheet to OUT (a .cpa.md text worksheet).
+def template(out, lang, sector, force):
+    """Write a blank worksheet to OUT: a text worksheet (.cpa.md) or a workbook (.xlsx).
 
-    The blank worksheet is generated from the schema, with headings, column labels and help in
-    the chosen language.
+    Both are generated from the schema, with headings, column labels and help in the chosen
+    language; the workbook adds dropdowns, notes on every header and locked header cells.
     """
+    if out.lower().endswith(".xlsx"):
+        from cpa.commands_xlsx import template_xlsx
+
+        template_xlsx(out, lang, sector, force)
+        return
     from cpa.io import write_text_atomic
     from cpa.worksheet import blank_text
 
     if not out.lower().endswith(".md"):
-        raise click.UsageError("OUT must end in .cpa.md")
+        raise click.UsageError("OUT must end in .cpa.md (text) or .xlsx (workbook)")
     write_text_atomic(out, blank_text(lang), force=force)
     click.echo(f"wrote {out}")
 
@@ -129,8 +135,10 @@ def _register():
     from cpa.commands_balance import balance_cmd
     from cpa.commands_options import compare_cmd, options_cmd
     from cpa.commands_programme import programme_cmd
+    from cpa.commands_report import report_cmd
+    from cpa.commands_xlsx import export_cmd, import_cmd
 
-    for cmd in (balance_cmd, options_cmd, compare_cmd, programme_cmd):
+    for cmd in (balance_cmd, options_cmd, compare_cmd, programme_cmd, report_cmd, import_cmd, export_cmd):
         main.add_command(cmd)
 
 

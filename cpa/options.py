@@ -616,7 +616,7 @@ def combined_savings(ws, savings=None, ctx: Context | None = None):
 
     ctx = ctx or Context(ws)
     s = savings_table(ws, ctx) if savings is None else savings
-    inc = s[s["included"]]
+    inc = s[s["included"].astype(bool)]
     out = []
     for stream, g in inc.groupby("stream", sort=False):
         alone = g[g["basis"] == "standalone"]
@@ -646,7 +646,7 @@ def combined_totals(ws, savings=None, ctx: Context | None = None) -> dict:
     their operating-cost changes (keys as in :data:`OPTION_UNITS`)."""
     ctx = ctx or Context(ws)
     s = savings_table(ws, ctx) if savings is None else savings
-    comb = s[(s["basis"] == "combined") & s["included"]]
+    comb = s[(s["basis"] == "combined") & s["included"].astype(bool)]
     out = _summarise(comb)
     opts = option_register(ws)
     inc = opts[opts["included"]]

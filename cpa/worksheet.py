@@ -492,8 +492,19 @@ def build(raw: RawWorksheet) -> Worksheet:
     from cpa.validate import validate
 
     validate(ws, b)
-    ws.problems.sort(key=lambda p: (p.severity != "error", p.line or 0, p.cell))
+    ws.problems.sort(key=_problem_order)
     return ws
+
+
+def _problem_order(p: Problem):
+    """Errors first, then in file order: by line, or by sheet, row and column of a cell."""
+    m = re.match(r"^([A-Z]+)(\d+)$", p.cell or "")
+    if m:
+        col = 0
+        for ch in m.group(1):
+            col = col * 26 + ord(ch) - 64
+        return (p.severity != "error", 0, p.table, int(m.group(2)), col)
+    return (p.severity != "error", p.line or 0, "", 0, 0)
 
 
 def read(path: str) -> Worksheet:
