@@ -47,6 +47,15 @@ class CpaGroup(click.Group):
             name = exc.filename or ""
             click.echo(f"Error: {name}: {exc.strerror or exc}", err=True)
             ctx.exit(1)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if os.environ.get("CPA_DEBUG"):
+                raise
+            click.echo(f"Internal error (a bug in cpa, not in your input): {type(exc).__name__}: {exc}\n"
+                       "Please report it with the command and the worksheet; set CPA_DEBUG=1 to see "
+                       "the traceback.", err=True)
+            ctx.exit(3)
 
 
 @click.group(cls=CpaGroup, context_settings=CONTEXT)

@@ -17,32 +17,32 @@ class CPAError(Exception):
     """Base class of every error cpa raises for bad input or bad usage."""
 
 
-class UnitError(CPAError, ValueError):
+class _ValueTextError(CPAError, ValueError):
+    """A piece of text a user typed that cannot be read; ``kind`` names what it should be."""
+
+    kind = "value"
+
+    def __init__(self, text: str, reason: str, fix: str = ""):
+        super().__init__(text, reason, fix)
+        self.text = text
+        self.reason = reason
+        self.fix = fix
+
+    def __str__(self) -> str:
+        msg = f"{self.kind} {self.text!r}: {self.reason}"
+        return f"{msg}. {self.fix}" if self.fix else msg
+
+
+class UnitError(_ValueTextError):
     """A unit string that cannot be read, or a unit of the wrong dimension."""
 
-    def __init__(self, text: str, reason: str, fix: str = ""):
-        super().__init__(text, reason, fix)
-        self.text = text
-        self.reason = reason
-        self.fix = fix
-
-    def __str__(self) -> str:
-        msg = f"unit {self.text!r}: {self.reason}"
-        return f"{msg}. {self.fix}" if self.fix else msg
+    kind = "unit"
 
 
-class NumberError(CPAError, ValueError):
+class NumberError(_ValueTextError):
     """A number that cannot be read, or that is ambiguous without a declared locale."""
 
-    def __init__(self, text: str, reason: str, fix: str = ""):
-        super().__init__(text, reason, fix)
-        self.text = text
-        self.reason = reason
-        self.fix = fix
-
-    def __str__(self) -> str:
-        msg = f"number {self.text!r}: {self.reason}"
-        return f"{msg}. {self.fix}" if self.fix else msg
+    kind = "number"
 
 
 class FactorError(CPAError, LookupError):
