@@ -8,20 +8,6 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 JSON_FORMAT = "cpa.programme/1"
 
 
-def load_all(files, allow_invalid: bool):
-    """Read every worksheet; (valid worksheets, {file: problems} of the invalid ones)."""
-    from cpa.worksheet import read
-
-    good, bad = [], {}
-    for path in files:
-        ws = read(path)
-        if ws.errors:
-            bad[path] = ws.problems
-        else:
-            good.append(ws)
-    return good, bad
-
-
 @click.command("programme", context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--settings", "settings_path", type=click.Path(exists=True, dir_okay=False),
@@ -46,9 +32,10 @@ def programme_cmd(paths, settings_path, lang, as_json, xlsx_path, csv_dir, allow
     import os
     import sys
 
+    from cpa.bulk import load_many, programme_table_bulk
     from cpa.cli import _expand
     from cpa.export import dumps, records, write_csv_dir, write_xlsx
-    from cpa.programme import load_settings, programme_summary, programme_table
+    from cpa.programme import load_settings, programme_summary
 
     files = _expand(paths)
     if settings_path is None:
@@ -58,7 +45,8 @@ def programme_cmd(paths, settings_path, lang, as_json, xlsx_path, csv_dir, allow
                 settings_path = cand
                 break
     settings = load_settings(settings_path)
-    good, bad = load_all(files, allow_invalid)
+    bulk = load_many(files)
+    bad = bulk.invalid
     for path, problems in bad.items():
         errors = [p for p in problems if p.severity == "error"]
         click.echo(f"{path}: INVALID ({len(errors)} errors)", err=True)
@@ -68,7 +56,7 @@ def programme_cmd(paths, settings_path, lang, as_json, xlsx_path, csv_dir, allow
         click.echo(f"{len(bad)} of {len(files)} worksheets are invalid: nothing rolled up "
                    "(fix them, or use --allow-invalid to roll up the others)", err=True)
         sys.exit(1)
-    table = programme_table(good, settings)
+    table = programme_table_bulk(bulk, settings)
     summary = programme_summary(table, settings)
     summary["excluded_invalid"] = sorted(bad)
     base_years = sorted({d.year for d in table["baseline_start"]}) if len(table) else []

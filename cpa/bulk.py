@@ -1,0 +1,1608 @@
+"""The fast path for many worksheets: a national programme of thousands of facilities.
+
+:func:`cpa.programme.programme_table` reads each worksheet into a dozen pandas DataFrames and
+computes its row with per-facility pandas code: about half a second per facility, hours for a
+national programme. This module produces **exactly the same table** (same columns, same values,
+same dtypes) in a few seconds, by working on all facilities at once:
+
+1. **Reading.** Each file is split into its ``## table`` sections with string operations; the rows
+   of a table are then concatenated across facilities and split into cells *once*
+   (``str.split("|")`` on one long string), so a table is parsed once for all facilities.
+2. **Converting.** Every column is converted by its schema type once per *distinct* text (numbers
+   by one regular-expression pass over all distinct values, then ``float``; choices, units,
+   dates, ids through the very same :meth:`cpa.worksheet._Builder.convert` as the exact reader).
+3. **Checking.** The checks of :mod:`cpa.validate` that can make a worksheet invalid are redone
+   vectorised over the concatenated tables (references with ``isin`` on integer keys,
+   duplicates with ``duplicated``, periods, units by stream kind, prices, factors, options).
+4. **Computing.** Conversions are resolved by the exact :class:`cpa.quantities.Converter` once
+   per distinct (stream kind, fuel, unit, year, overrides in force); indicators are grouped
+   sums; the options are combined without double counting by stepping through the position of
+   each effect in its facility's order, vectorised across facilities (the semantics of
+   :func:`cpa.options.combined_totals`: each option on what the previous ones left; rejected
+   options out; operating-cost changes, investment and grants).
+5. **Two cores.** Files are split into contiguous chunks handled by worker processes (``fork``).
+
+The fast path is an accelerator, never a second source of truth: any worksheet it is not sure
+of — a check that fails, a declared ``vi``/``en`` number locale, ``\\|`` escapes, ``<br>``,
+headers in Vietnamese or English labels, unusual line breaks, a table twice, a calculation that
+would stop with an error — is handed to the exact path (:func:`cpa.worksheet.read` and
+:func:`cpa.programme.facility_row`), so its problems and messages are those of ``cpa check``.
+
+Use :func:`programme_from_paths` for ``cpa programme``; :func:`load_many` and
+:func:`programme_table_bulk` are its two halves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cpa import schema
+from cpa.errors import CPAError
+
+__all__ = ["Bulk", "load_many", "programme_table_bulk", "programme_from_paths"]
+
+#: Below this many files per worker, no worker processes are started.
+MIN_PER_WORKER = 400
+#: Files per chunk: a chunk's tables are built, used and freed before the next (bounded memory).
+CHUNK = 1000
+
+# characters str.splitlines() breaks on besides \n, the escape character, and <br>
+_ODD = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\\\\]")
+_INDENTED_ROW = re.compile(r"\n[^\S\n]+\|")   # a section body starts with "\n"
+_HASH_LINE = re.compile(r"\n#(?!##)")
+_OTHER_HEADING = re.compile(r"\n##[^\S\n]")
+_BLOCK = re.compile(r"\n(\|[^\n]*(?:\n\|[^\n]*)*)")
+_SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+_PLAIN = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_ALL_PLAIN = re.compile(rf"(?:{_PLAIN}\n)*{_PLAIN}")
+_ANY_AMBIGUOUS = re.compile(r"(?m)^[+-]?[1-9]\d{0,2}\.\d{3}$")
+
+_LAYERS = ("mass_t", "water_m3", "energy_gj", "toe_vn", "co2_fossil_t", "co2_biogenic_t", "co2e_other_t")
+
+
+# ----------------------------------------------------------------------------------------------
+# the result of loading
+
+
+@dataclass
+class Bulk:
+    """Many worksheets, loaded.
+
+    ``paths`` in the order given; ``invalid`` maps each invalid worksheet's path to its problems
+    (exactly those of :func:`cpa.worksheet.read`); ``stats`` counts the worksheets handled by
+    the fast path (``fast``) and by the exact path (``exact``). The settings-independent figures
+    of each valid facility are computed while loading (in the worker processes) and kept in
+    ``rows``, one entry per path: ``("row", id, row dict)`` (the facility's programme row, its
+    ``*_target`` columns still to be set from the settings), ``("invalid", problems)`` or
+    ``("error", id, exception)`` (the error its exact roll-up stops with).
+    """
+
+    paths: list
+    invalid: dict
+    stats: dict
+    rows: list = field(repr=False, default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 1: split files into tables
+
+
+def _lookup_title(title: str, cache: dict):
+    hit = cache.get(title)
+    if hit is None:
+        key = re.split(r"\s+[—–-]\s+|\s*/\s*|\s*\(", title, maxsplit=1)[0].strip().casefold()
+        lookup = schema.table_lookup()
+        hit = lookup.get(key) or lookup.get(title.strip().casefold()) or ""
+        cache[title] = hit
+    return hit
+
+
+def _header_info(table: str, header: str, cache: dict):
+    """(width, {column: position}) of a header row, or None if the exact reader would complain."""
+    key = (table, header)
+    if key in cache:
+        return cache[key]
+    from cpa.worksheet import _split_row
+
+    cells = _split_row(header)
+    spec = schema.table(table)
+    if spec.keyvalue:
+        info = (2, {}) if len(cells) == 2 else None
+        cache[key] = info
+        return info
+    lookup = schema.header_lookup(table)
+    positions: dict = {}
+    ok = True
+    for i, text in enumerate(cells):
+        if text.strip() == "" and i == len(cells) - 1:
+            continue
+        name = lookup.get(text.strip().casefold())
+        # labels are accepted by the exact reader; the fast path takes column ids only
+        if name is None or name in positions or name != text.strip():
+            ok = False
+            break
+        positions[name] = i
+    if ok:
+        for col in spec.columns:
+            if col.required and col.name not in positions:
+                ok = False
+    info = (len(cells), positions) if ok else None
+    cache[key] = info
+    return info
+
+
+def _scan(text: str, caches) -> dict | None:
+    """{table: (header, data rows as one string, number of rows)} of one worksheet's text, or
+    None to use the exact reader."""
+    title_cache, sep_cache = caches
+    if "\\" in text or "<br>" in text or _ODD.search(text):
+        return None
+    if not text.isascii() and not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    parts = ("\n" + text).split("\n## ")
+    pre = parts[0]
+    if len(parts) < 2 or _INDENTED_ROW.search(pre) or "\n|" in pre or _OTHER_HEADING.search(pre):
+        return None
+    out: dict = {}
+    for part in parts[1:]:
+        nl = part.find("\n")
+        title, body = (part[:nl], part[nl:]) if nl >= 0 else (part, "")
+        name = _lookup_title(title.strip(), title_cache) if title.strip() else ""
+        if not name or name in out:
+            return None
+        if _INDENTED_ROW.search(body) or _HASH_LINE.search(body):
+            return None
+        blocks = _BLOCK.findall(body)
+        if not blocks:
+            out[name] = ("", "", 0)
+            continue
+        block = blocks[0] if len(blocks) == 1 else "\n".join(blocks)
+        if " \n" in block or "\t\n" in block or block[-1] in " \t":
+            block = "\n".join(ln.rstrip() for ln in block.split("\n"))
+        nl1 = block.find("\n")
+        if nl1 < 0:
+            out[name] = (block, "", 0)
+            continue
+        nl2 = block.find("\n", nl1 + 1)
+        sep = block[nl1 + 1: nl2] if nl2 >= 0 else block[nl1 + 1:]
+        ok = sep_cache.get(sep)
+        if ok is None:
+            ok = sep_cache[sep] = bool(_SEPARATOR.match(sep))
+        if not ok:
+            return None
+        data = block[nl2 + 1:] if nl2 >= 0 else ""
+        out[name] = (block[:nl1], data, data.count("\n") + 1 if data else 0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 2: cells → typed columns
+
+
+class _Conv:
+    """Converts columns through the exact reader's cell conversion, once per distinct text."""
+
+    def __init__(self):
+        from cpa.worksheet import RawWorksheet, _Builder
+
+        self.b = _Builder(RawWorksheet("", {}, []))
+        self.cache: dict = {}
+
+    def one(self, col, text: str, table: str):
+        key = (table, col.name, text)
+        hit = self.cache.get(key)
+        if hit is None:
+            from cpa.worksheet import Loc
+
+            n = len(self.b.problems)
+            try:
+                value = self.b.convert(col, text, Loc(line=1), table)
+                bad = len(self.b.problems) > n
+            except Exception:  # noqa: BLE001 - anything odd goes to the exact path
+                value, bad = None, True
+            del self.b.problems[n:]
+            hit = self.cache[key] = (value, bad)
+        return hit
+
+    def column(self, col, table: str, cells: list):
+        """(values, bad rows, dates) of a column given as raw cells (dates: datetime64[D] for a
+        date column, else None)."""
+        import pandas as pd
+
+        n = len(cells)
+        if not n:
+            empty = np.zeros(0) if col.type in ("number", "int") else np.empty(0, dtype=object)
+            return empty, np.zeros(0, dtype=bool), np.zeros(0, dtype="datetime64[D]")
+        codes, uniq = pd.factorize(np.array(cells, dtype=object))
+        uniq = [u.strip() for u in uniq]
+        if col.type in ("number", "int"):
+            vals = np.full(len(uniq), np.nan)
+            badu = np.zeros(len(uniq), dtype=bool)
+            filled = [u if u != "" else (col.default or "") for u in uniq]
+            nonempty = [i for i, u in enumerate(filled) if u != ""]
+            texts = [filled[i] for i in nonempty]
+            joined = "\n".join(texts)
+            if texts and _ALL_PLAIN.fullmatch(joined) and not _ANY_AMBIGUOUS.search(joined):
+                vals[nonempty] = [float(t) for t in texts]
+                badu[nonempty] = ~np.isfinite(vals[nonempty])
+                if col.type == "int":
+                    v = vals[nonempty]
+                    badu[nonempty] |= v != np.floor(v)
+            else:
+                for i in nonempty:
+                    value, bad = self.one(col, filled[i], table)
+                    badu[i] = bad
+                    vals[i] = np.nan if value is None else float(value)
+            if col.required:
+                badu |= np.array([u == "" for u in filled], dtype=bool)
+            return vals[codes], badu[codes], None
+        if col.type == "text":
+            conv = [(u if u != "" else None, col.required and u == "") for u in uniq]
+        else:
+            conv = [self.one(col, u, table) for u in uniq]
+        values = np.empty(len(uniq), dtype=object)
+        values[:] = [c[0] for c in conv]
+        badu = np.array([c[1] for c in conv], dtype=bool)
+        dates = _dates(values)[codes] if col.type == "date" else None
+        return values[codes], badu[codes], dates
+
+
+def _dates(values) -> np.ndarray:
+    out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[D]")
+    for i, v in enumerate(values):
+        if v is not None:
+            out[i] = np.datetime64(v, "D")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# one chunk of files: read, check, compute
+
+
+class _Chunk:
+    def __init__(self, paths: list):
+        self.paths = [str(p) for p in paths]
+        self.n = len(self.paths)
+        self.bad = np.zeros(self.n, dtype=bool)      # → exact reader
+        self.fail = np.zeros(self.n, dtype=bool)     # → exact roll-up (would raise)
+        self.t: dict = {}                            # table → {column: array, "fac": int array}
+        self.fac: dict = {}                          # facility field → per-facility array
+
+    def mark(self, fac_idx, mask=None, which="bad"):
+        arr = self.bad if which == "bad" else self.fail
+        if mask is None:
+            arr[np.asarray(fac_idx, dtype=np.int64)] = True
+        else:
+            m = np.asarray(mask, dtype=bool)
+            if m.any():
+                arr[np.asarray(fac_idx)[m]] = True
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self):
+        from cpa.worksheet import MAX_TEXT_BYTES
+
+        caches = ({}, {})
+        groups: dict = {}   # (table, header) -> [facs, rows]
+        for i, p in enumerate(self.paths):
+            if p.lower().endswith((".xlsx", ".xlsm")):
+                self.bad[i] = True
+                continue
+            try:
+                with open(p, "rb") as f:
+                    data = f.read(MAX_TEXT_BYTES + 1)
+                if len(data) > MAX_TEXT_BYTES or data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) \
+                        or b"\x00" in data[:8192]:
+                    raise ValueError
+                text = data.decode("utf-8")
+            except (OSError, ValueError):
+                self.bad[i] = True
+                continue
+            tabs = _scan(text, caches)
+            if tabs is None or "facility" not in tabs:
+                self.bad[i] = True
+                continue
+            for spec in schema.TABLES:
+                if spec.required and spec.name not in tabs:
+                    self.bad[i] = True
+            if self.bad[i]:
+                continue
+            for name, (header, data, nrows) in tabs.items():
+                if not header:
+                    if schema.table(name).keyvalue:
+                        self.bad[i] = True
+                    continue
+                g = groups.get((name, header))
+                if g is None:
+                    g = groups[(name, header)] = [[], [], []]
+                g[0].append(i)
+                g[1].append(data)
+                g[2].append(nrows)
+        self._split(groups)
+
+    def _split(self, groups):
+        hcache: dict = {}
+        parts: dict = {}
+        for (name, header), (facs, blocks, counts) in groups.items():
+            info = _header_info(name, header, hcache)
+            if info is None:
+                self.bad[facs] = True
+                continue
+            width, positions = info
+            keep = [k for k, f in enumerate(facs) if not self.bad[f]]
+            if len(keep) < len(facs):
+                facs, blocks, counts = ([x[k] for k in keep] for x in (facs, blocks, counts))
+            cells = self._cells(blocks, counts, width)
+            if cells is None:   # some facility has a row of the wrong shape: find it
+                keep = []
+                for k, block in enumerate(blocks):
+                    if not block or all(r.endswith("|") and r.count("|") == width + 1 for r in block.split("\n")):
+                        keep.append(k)
+                    else:
+                        self.bad[facs[k]] = True
+                facs, blocks, counts = ([x[k] for k in keep] for x in (facs, blocks, counts))
+                cells = self._cells(blocks, counts, width)
+            fac = np.repeat(np.array(facs, dtype=np.int64), counts)
+            step = width + 1
+            cols = {}
+            if schema.table(name).keyvalue:
+                cols["field"] = [c.strip() for c in cells[1::step]]
+                cols["value"] = [c.strip() for c in cells[2::step]]
+            else:
+                total = len(fac)
+                for col in schema.table(name).columns:
+                    pos = positions.get(col.name)
+                    if pos is None:
+                        cols[col.name] = [""] * total
+                    elif col.type == "text" and not col.required and col.name != "applies_to":
+                        continue
+                    else:
+                        cols[col.name] = cells[1 + pos::step]
+            parts.setdefault(name, []).append((fac, cols))
+        for name, plist in parts.items():
+            if len(plist) == 1:
+                fac, cols = plist[0]
+            else:
+                fac = np.concatenate([p[0] for p in plist])
+                order = np.argsort(fac, kind="stable")
+                fac = fac[order]
+                names = set().union(*(p[1].keys() for p in plist))
+                cols = {}
+                for c in names:
+                    joined = []
+                    for f, pc in plist:
+                        joined += pc.get(c) or [""] * len(f)
+                    cols[c] = [joined[k] for k in order]
+            self.t[name] = {"fac": fac, "_raw": cols}
+
+    @staticmethod
+    def _cells(blocks, counts, width):
+        nrows = sum(counts)
+        if not nrows:
+            return [""]
+        big = "\n".join(b for b in blocks if b) + "\n"
+        cells = big.split("|")
+        step = width + 1
+        if len(cells) != 1 + nrows * step or cells[0] != "":
+            return None
+        if set(cells[step::step]) != {"\n"}:
+            return None
+        return cells
+
+    # -- converting ------------------------------------------------------------------------------
+    def convert(self):
+        conv = _Conv()
+        # the facility profile: a field/value table
+        fac_spec = schema.table("facility")
+        ft = self.t.get("facility")
+        if ft is None:
+            self.bad[:] = True
+            return
+        lookup = schema.header_lookup("facility")
+        raw = ft.pop("_raw")
+        fields = [lookup.get(f.casefold(), "") if f else "" for f in raw["field"]]
+        ffac = ft["fac"]
+        values = raw["value"]
+        per_field: dict = {c.name: [""] * self.n for c in fac_spec.columns}
+        seen = set()
+        for f, name, v in zip(ffac.tolist(), fields, values, strict=True):
+            if not name:
+                self.bad[f] = True   # an unknown field, or an empty row: the exact path decides
+                continue
+            if (f, name) in seen:
+                self.bad[f] = True
+                continue
+            seen.add((f, name))
+            per_field[name][f] = v
+        for col in fac_spec.columns:
+            vals, bad, _ = conv.column(col, "facility", per_field[col.name])
+            self.fac[col.name] = vals
+            self.bad |= bad
+        loc = self.fac["number_locale"]
+        self.bad |= np.array([v not in (None, "plain") for v in loc], dtype=bool)
+        for spec in schema.TABLES:
+            if spec.keyvalue:
+                continue
+            t = self.t.get(spec.name)
+            if t is None:
+                self.t[spec.name] = t = {"fac": np.zeros(0, dtype=np.int64), "_raw": {}}
+            raw = t.pop("_raw")
+            n = len(t["fac"])
+            for col in spec.columns:
+                strs = raw.get(col.name)
+                if strs is None:
+                    if col.type == "text" and not col.required and col.name != "applies_to":
+                        continue
+                    strs = [""] * n
+                vals, bad, dates = conv.column(col, spec.name, strs)
+                if bad.any():
+                    self.bad[t["fac"][bad]] = True
+                if col.type == "date":
+                    t[col.name + "_d"] = dates
+                t[col.name] = vals
+
+    # -- checking (the error checks of cpa.validate) -----------------------------------------------
+    def check(self):
+        import pandas as pd
+
+        from cpa.units import dimension_of
+
+        T = self.t
+        # duplicates
+        for spec in schema.TABLES:
+            if spec.keyvalue or not spec.key:
+                continue
+            t = T[spec.name]
+            if not len(t["fac"]):
+                continue
+            df = pd.DataFrame({"fac": t["fac"], **{k: t[k] for k in spec.key}})
+            allnone = np.ones(len(df), dtype=bool)
+            for k in spec.key:
+                allnone &= pd.isna(df[k]).to_numpy()
+            dup = df.duplicated() & ~allnone
+            self.mark(t["fac"], dup.to_numpy())
+        # references
+        ids = {name: (T[name]["fac"], T[name]["id"]) for name in ("periods", "steps", "streams", "options", "causes")}
+        ref = self.fac["reference_product"]
+        allfac = np.arange(self.n)
+        self.mark(allfac, ~_member(allfac, ref, *ids["streams"]) & _notnone(ref))
+        for spec in schema.TABLES:
+            if spec.keyvalue:
+                continue
+            t = T[spec.name]
+            for col in spec.columns:
+                if col.type == "ref" and len(t["fac"]):
+                    v = t[col.name]
+                    self.mark(t["fac"], _notnone(v) & ~_member(t["fac"], v, *ids[col.ref]))
+        self._check_periods()
+        # streams
+        s = T["streams"]
+        self.mark(s["fac"], (s["kind"] == "fuel") & ~_notnone(s["fuel"]))
+        kind_of = _Lookup(s["fac"], s["id"], s["kind"])
+        rk = kind_of.get(allfac, ref)
+        self.mark(allfac, _notnone(rk) & ~np.isin(rk.astype(str), ["product", "by_product"]))
+        # units by stream kind
+        dims: dict = {}
+
+        def dim(u):
+            if u not in dims:
+                try:
+                    dims[u] = dimension_of(u)
+                except Exception:  # noqa: BLE001
+                    dims[u] = None
+            return dims[u]
+
+        for table in ("flows", "stocks", "monitoring"):
+            t = T[table]
+            if not len(t["fac"]):
+                continue
+            kinds = kind_of.get(t["fac"], t["stream"])
+            wrong = [k is not None and isinstance(u, str) and dim(u) is not None
+                     and dim(u) not in schema.KIND_DIMS.get(k, ()) for k, u in zip(kinds, t["unit"], strict=True)]
+            self.mark(t["fac"], np.array(wrong, dtype=bool))
+        f = T["flows"]
+        self.mark(f["fac"], f["quantity"] < 0)
+        self.mark(f["fac"], ~_notnone(f["from"]) & ~_notnone(f["to"]) & _notnone(f["stream"]))
+        self.mark(T["production"]["fac"], T["production"]["quantity"] < 0)
+        self.mark(T["prices"]["fac"], T["prices"]["price"] < 0)
+        self._check_production(ref)
+        self._check_prices(kind_of, dim)
+        self._check_factors(dim)
+        o = T["options"]
+        if len(o["fac"]):
+            inv = np.zeros(len(o["fac"]))
+            for c in ("investment_equipment", "investment_installation", "investment_engineering", "investment_other"):
+                self.mark(o["fac"], o[c] < 0)
+                inv = inv + np.nan_to_num(o[c])
+            self.mark(o["fac"], o["grant"] < 0)
+            self.mark(o["fac"], o["lifetime"] <= 0)
+            self.mark(o["fac"], o["discount_rate"] < 0)
+            self.mark(o["fac"], o["grant"] > inv)
+
+    def _check_periods(self):
+        p = self.t["periods"]
+        fac = p["fac"]
+        nper = np.bincount(fac, minlength=self.n)
+        nbase = np.bincount(fac[p["kind"] == "baseline"], minlength=self.n)
+        self.bad |= (nper == 0) | (nbase != 1)
+        if not len(fac):
+            return
+        start, end = p["start_d"], p["end_d"]
+        days = (end - start).astype(np.int64) + 1
+        self.mark(fac, end < start)
+        od = p["operating_days"]
+        self.mark(fac, (od <= 0) | (od > days))
+        self.mark(fac, p["operating_hours"] > days * 24)
+        order = np.lexsort((start, fac))
+        fs, ss, es = fac[order], start[order], end[order]
+        overlap = (fs[1:] == fs[:-1]) & (ss[1:] <= es[:-1])
+        self.mark(fs[1:], overlap)
+
+    def _check_production(self, ref):
+        from cpa.units import dimension_of
+
+        pr, pe = self.t["production"], self.t["periods"]
+        have = _member(pe["fac"], pe["id"], pr["fac"][_eq(pr["product"], ref[pr["fac"]])],
+                       pr["period"][_eq(pr["product"], ref[pr["fac"]])])
+        self.mark(pe["fac"], ~have)
+        isref = _eq(pr["product"], ref[pr["fac"]])
+        dims: dict = {}
+        for f, u in zip(pr["fac"][isref].tolist(), pr["unit"][isref].tolist(), strict=True):
+            if isinstance(u, str):
+                try:
+                    d = dimension_of(u)
+                except Exception:  # noqa: BLE001
+                    self.bad[f] = True
+                    continue
+                dims.setdefault(f, set()).add(d)
+        for f, ds in dims.items():
+            if len(ds) > 1:
+                self.bad[f] = True
+
+    def _check_prices(self, kind_of, dim):
+        p = self.t["prices"]
+        if not len(p["fac"]):
+            return
+        kinds = kind_of.get(p["fac"], p["stream"])
+        cache: dict = {}
+        bad = np.zeros(len(p["fac"]), dtype=bool)
+        for i, (u, k) in enumerate(zip(p["unit"], kinds, strict=True)):
+            key = (u, k)
+            if key not in cache:
+                ok = False
+                if isinstance(u, str):
+                    parts = u.split("/", 1)
+                    try:
+                        ok = len(parts) == 2 and dim(parts[0]) == "money" and (
+                            k is None or dim(parts[1]) in schema.KIND_DIMS.get(k, ()))
+                    except Exception:  # noqa: BLE001
+                        ok = False
+                cache[key] = ok
+            bad[i] = not cache[key]
+        self.mark(p["fac"], bad)
+        vt, vf = p["valid_to_d"], p["valid_from_d"]
+        self.mark(p["fac"], vt < vf)
+
+    def _check_factors(self, dim):
+        from cpa.factors import fuels
+        from cpa.validate import _FACTOR_UNITS
+
+        t = self.t["factors"]
+        if not len(t["fac"]):
+            return
+        known = _Lookup(self.t["streams"]["fac"], self.t["streams"]["id"], self.t["streams"]["id"])
+        found = known.get(t["fac"], t["applies_to"])
+        bad = np.zeros(len(t["fac"]), dtype=bool)
+        for i, (key, name, unit, f) in enumerate(zip(t["applies_to"], t["factor"], t["unit"], found, strict=True)):
+            if name == "grid_ef":
+                if not (isinstance(key, str) and key.isdigit() and len(key) == 4):
+                    bad[i] = True
+            elif isinstance(key, str) and f is None and key not in fuels():
+                bad[i] = True
+            if name in _FACTOR_UNITS and isinstance(unit, str):
+                num, dens = _FACTOR_UNITS[name]
+                parts = unit.split("/", 1)
+                if not (len(parts) == 2 and dim(parts[0]) == num and dim(parts[1]) in dens):
+                    bad[i] = True
+        self.mark(t["fac"], bad)
+        self.mark(t["fac"], t["value"] <= 0)
+
+    def keep_good(self):
+        """Drop the rows of the facilities that go to the exact reader."""
+        good = ~self.bad
+        for t in self.t.values():
+            keep = good[t["fac"]] if len(t["fac"]) else np.zeros(0, dtype=bool)
+            if keep.all():
+                continue
+            for k in list(t):
+                v = t[k]
+                t[k] = v[keep] if isinstance(v, np.ndarray) else [x for x, m in zip(v, keep, strict=True) if m]
+
+    # -- computing -----------------------------------------------------------------------------
+    def compute(self) -> dict:
+        """Programme rows (settings-independent) of the good facilities: {fac: dict}."""
+        good = ~self.bad
+        if not good.any():
+            return {}
+        r = _Rollup(self)
+        return r.rows()
+
+
+def _notnone(arr) -> np.ndarray:
+    if arr.dtype != object:
+        return ~np.isnan(arr)
+    return np.array([v is not None for v in arr.tolist()], dtype=bool)
+
+
+def _eq(a, b) -> np.ndarray:
+    return np.array([x is not None and x == y for x, y in zip(a.tolist(), b.tolist(), strict=True)], dtype=bool)
+
+
+def _member(fac_a, vals_a, fac_b, vals_b) -> np.ndarray:
+    """(fac_a, vals_a) ∈ {(fac_b, vals_b)}, element-wise."""
+    import pandas as pd
+
+    if not len(fac_a):
+        return np.zeros(0, dtype=bool)
+    allv = np.concatenate([np.asarray(vals_a, dtype=object), np.asarray(vals_b, dtype=object)])
+    codes, uniq = pd.factorize(allv)
+    m = max(len(uniq), 1) + 1
+    ka = np.asarray(fac_a, dtype=np.int64) * m + codes[: len(fac_a)]
+    kb = np.asarray(fac_b, dtype=np.int64) * m + codes[len(fac_a):]
+    return np.isin(ka, kb) & (codes[: len(fac_a)] >= 0)
+
+
+class _Lookup:
+    """Per-facility dictionary (fac, key) → value, looked up element-wise."""
+
+    def __init__(self, fac, keys, values):
+        self.d = dict(zip(zip(np.asarray(fac).tolist(), list(keys), strict=True), list(values), strict=True))
+
+    def get(self, fac, keys, default=None) -> np.ndarray:
+        d = self.d
+        out = np.empty(len(fac), dtype=object)
+        out[:] = [d.get(k, default) for k in zip(np.asarray(fac).tolist(), list(keys), strict=True)]
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 4: the roll-up
+
+
+class _Resolver:
+    """Conversions of (stream kind, fuel, unit, year, overrides in force), each resolved once by
+    :class:`cpa.quantities.Converter` on a one-stream worksheet."""
+
+    def __init__(self):
+        from cpa.factors import default_factors
+
+        self.default_keys = {f.key for f in default_factors()}
+        self.cache: dict = {}
+
+    def get(self, kind, fuel, unit, year, token, overrides):
+        key = (kind, fuel, unit, year, token, overrides)
+        hit = self.cache.get(key)
+        if hit is None:
+            try:
+                hit = self._resolve(*key)
+            except Exception as exc:  # noqa: BLE001 - the exact path raises it with its message
+                hit = exc
+            self.cache[key] = hit
+        return hit
+
+    @staticmethod
+    def _resolve(kind, fuel, unit, year, token, overrides):
+        from cpa.factors import Factor, FactorSet
+        from cpa.quantities import Converter
+
+        sid = token if token else "\x00stream"
+
+        class _WS:
+            facility: dict = {}
+            tables: dict = {}
+
+            def factor_set(self_inner):
+                return FactorSet([Factor(factor=f, key=sid if k is None else k, value=v, unit=u,
+                                         document="", status="measured") for f, k, v, u in overrides])
+
+        ws = _WS()
+        conv = Converter.__new__(Converter)
+        conv.ws = ws
+        conv.fs = ws.factor_set()
+        conv.streams = {sid: {"id": sid, "kind": kind, "fuel": fuel}}
+        conv.water_in_mass = False
+        conv._cache = {}
+        conv.used = {}
+        return conv.convert(sid, unit, year)
+
+
+class _Rollup:
+    def __init__(self, ch: _Chunk):
+        self.ch = ch
+        self.T = ch.t
+        self.n = ch.n
+        self.good = ~ch.bad
+        self.res = _Resolver()
+        self.cf_cache: dict = {}
+        self._conv_memo: dict = {}
+        self.has_options: set = set()
+        self._abase = None
+        self._mid: dict = {}
+        self._sunit: dict = {}
+
+    def cf(self, a, b):
+        key = (a, b)
+        hit = self.cf_cache.get(key)
+        if hit is None:
+            from cpa.units import conversion_factor
+
+            try:
+                hit = conversion_factor(a, b)
+            except Exception:  # noqa: BLE001
+                hit = math.nan
+            self.cf_cache[key] = hit
+        return hit
+
+    def fail(self, fac, mask=None):
+        self.ch.mark(fac, mask, which="fail")
+
+    # -- periods --------------------------------------------------------------------------------
+    def periods(self):
+        p = self.T["periods"]
+        fac = p["fac"]
+        start, end = p["start_d"], p["end_d"]
+        half = ((end - start).astype(np.int64) // 2)
+        mid = start + half.astype("timedelta64[D]")
+        year = mid.astype("datetime64[Y]").astype(np.int64) + 1970
+        days = (end - start).astype(np.int64) + 1
+        per_year = self.ch.fac["operating_days_per_year"][fac]
+        od = p["operating_days"]
+        use = (np.nan_to_num(per_year) != 0) & ~np.isnan(per_year) & (np.nan_to_num(od) != 0) & ~np.isnan(od)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            annual = np.where(use, per_year / np.where(od == 0, 1, od), 365.0 / days)
+        self.p_mid, self.p_year, self.p_annual = mid, year, annual
+        self.pkey = _Lookup(fac, p["id"], np.arange(len(fac)))
+        base = np.full(self.n, -1, dtype=np.int64)
+        isb = p["kind"] == "baseline"
+        base[fac[isb]] = np.nonzero(isb)[0]
+        latest = np.full(self.n, -1, dtype=np.int64)
+        ism = np.nonzero(p["kind"] == "monitoring")[0]
+        order = ism[np.lexsort((start[ism], fac[ism]))]
+        latest[fac[order]] = order        # the last assignment (latest start) wins
+        self.base, self.latest = base, latest
+
+    # -- flows and conversions -------------------------------------------------------------------
+    def flows(self):
+        T = self.T
+        f = T["flows"]
+        s = T["streams"]
+        fac = f["fac"]
+        self.kind_of = _Lookup(s["fac"], s["id"], s["kind"])
+        self.fuel_of = _Lookup(s["fac"], s["id"], s["fuel"])
+        kinds = self.kind_of.get(fac, f["stream"])
+        fuelv = self.fuel_of.get(fac, f["stream"])
+        prow = self.pkey.get(fac, f["period"], -1).astype(np.int64)
+        year = self.p_year[prow]
+        self.f_kind, self.f_prow = kinds, prow
+        self.f_layers = f["quantity"][:, None] * self.layers(fac, f["stream"], kinds, fuelv, f["unit"], year)
+
+    def overrides(self):
+        """Per facility, its factor rows (factor, key, value, unit) in order."""
+        if hasattr(self, "_ovr"):
+            return self._ovr
+        t = self.T["factors"]
+        ovr: dict = {}
+        for f, key, name, v, u in zip(t["fac"].tolist(), t["applies_to"], t["factor"], t["value"].tolist(), t["unit"], strict=True):
+            ovr.setdefault(f, []).append((name, key, v, u))
+        self._ovr = ovr
+        return ovr
+
+    def conversion(self, fac, stream, kind, fuel, unit, year):
+        year = int(year) if year is not None else None
+        ovr = self.overrides().get(fac)
+        token = stream if stream in self.res.default_keys else ""
+        if not ovr:
+            return self.res.get(kind, fuel, unit, year, token, ())
+        keep = []
+        for name, key, v, u in ovr:
+            if key == stream:
+                keep.append((name, key if token else None, v, u))
+            elif key == fuel or (kind == "electricity" and (name == "grid_ef" or key == "electricity")):
+                keep.append((name, key, v, u))
+        return self.res.get(kind, fuel, unit, year, token, tuple(keep))
+
+    def layers(self, fac, streams, kinds, fuels, units, years) -> np.ndarray:
+        """Per row, the multipliers of each layer (NaN where a layer does not apply)."""
+        out = np.full((len(fac), len(_LAYERS)), np.nan)
+        if not len(fac):
+            return out
+        ovr = self.overrides()
+        dk = self.res.default_keys
+        index: dict = {}
+        first_rows = []
+        codes = []
+        for i, (fc, st, k, fu, u, y) in enumerate(zip(fac.tolist(), streams, kinds, fuels, units,
+                                                       np.asarray(years).tolist(), strict=True)):
+            own = fc in ovr
+            key = (fc if own else -1, st if own or st in dk else "", k, fu, u, y)
+            g = index.get(key)
+            if g is None:
+                g = index[key] = len(first_rows)
+                first_rows.append(i)
+            codes.append(g)
+        codes = np.array(codes, dtype=np.int64)
+        streams = np.asarray(streams, dtype=object)
+        first = np.array(first_rows, dtype=np.int64)
+        table = np.full((len(first), len(_LAYERS)), np.nan)
+        failed = np.zeros(len(first), dtype=bool)
+        for g, i in enumerate(first.tolist()):
+            c = self.conversion(int(fac[i]), streams[i], kinds[i], fuels[i], units[i], years[i])
+            if isinstance(c, Exception):
+                failed[g] = True
+            else:
+                table[g] = [getattr(c, k) for k in _LAYERS]
+        out = table[codes]
+        if failed.any():
+            self.ch.fail[np.asarray(fac)[failed[codes]]] = True
+        return out
+
+    # -- the row ---------------------------------------------------------------------------------
+    def rows(self) -> dict:
+        ch = self.ch
+        self.periods()
+        self.flows()
+        fac_f = self.T["flows"]["fac"]
+        f = self.T["flows"]
+        entering = ~_notnone(f["from"])
+        kinds = self.f_kind
+        L = {k: self.f_layers[:, i] for i, k in enumerate(_LAYERS)}
+        nper = len(self.T["periods"]["fac"])
+        prow = self.f_prow
+
+        def psum(mask, values, min_count=False):
+            idx = prow[mask]
+            v = values[mask]
+            ok = ~np.isnan(v)
+            total = np.bincount(idx[ok], weights=v[ok], minlength=nper)
+            if min_count:
+                cnt = np.bincount(idx[ok], minlength=nper)
+                total = np.where(cnt > 0, total, np.nan)
+            return total
+
+        carriers = entering & np.isin(kinds.astype(str), ["fuel", "electricity", "steam"])
+        n_car = np.bincount(prow[carriers], minlength=nper)
+        energy = np.where(n_car > 0, psum(carriers, L["energy_gj"], True), 0.0)
+        elec = entering & (kinds == "electricity")
+        kwh = psum(elec, L["energy_gj"]) / 0.0036
+        toe = psum(carriers, L["toe_vn"])
+        water = psum(entering & (kinds == "water"), L["water_m3"])
+        # production of the reference product per period
+        p = self.T["periods"]
+        pr = self.T["production"]
+        ref = ch.fac["reference_product"]
+        isref = _eq(pr["product"], ref[pr["fac"]])
+        pq = np.full(nper, np.nan)
+        pu = np.empty(nper, dtype=object)
+        pu[:] = ""
+        rows_p = self.pkey.get(pr["fac"][isref], pr["period"][isref], -1).astype(np.int64)
+        pq[rows_p] = pr["quantity"][isref]
+        pu[rows_p] = pr["unit"][isref]
+        self.pq, self.pu = pq, pu
+        with np.errstate(divide="ignore", invalid="ignore"):
+            okq = (pq == pq) & (pq > 0)
+
+            def spec(v):
+                return np.where(okq, v / np.where(okq, pq, 1.0), np.nan)
+
+            sp_energy, sp_kwh, sp_water = spec(energy), spec(kwh), spec(water)
+        # main materials
+        s = self.T["streams"]
+        main = (s["main_material"] == True) & ~np.isin(s["kind"].astype(str), ["water", "wastewater"])  # noqa: E712
+        is_main = _member(fac_f, f["stream"], s["fac"][main], s["id"][main]) & entering
+        mats: dict = {}
+        if is_main.any():
+            idx = np.nonzero(is_main)[0]
+            for fc, st, pr_i, m in zip(fac_f[idx].tolist(), [f["stream"][j] for j in idx],
+                                        prow[idx].tolist(), L["mass_t"][idx].tolist(), strict=True):
+                d = mats.setdefault(fc, {}).setdefault(st, {})
+                cur = d.get(pr_i)
+                if m == m:
+                    d[pr_i] = m if cur is None or cur != cur else cur + m
+                elif cur is None:
+                    d[pr_i] = math.nan
+        opts = self.options()
+        out = {}
+        good = np.nonzero(self.good & ~ch.fail)[0]
+        fac_fields = ch.fac
+        for fc in good.tolist():
+            if ch.fail[fc]:
+                continue
+            b, lt = int(self.base[fc]), int(self.latest[fc])
+            punit = pu[b]
+            row = {
+                "facility_id": fac_fields["id"][fc], "facility_name": fac_fields["name"][fc],
+                "facility_name_en": fac_fields["name_en"][fc] or fac_fields["name"][fc],
+                "sector": fac_fields["sector"][fc], "illustrative": bool(fac_fields["illustrative"][fc]),
+                "file": ch.paths[fc],
+                "baseline_period": p["id"][b], "baseline_start": p["start"][b], "baseline_end": p["end"][b],
+                "latest_period": p["id"][lt] if lt >= 0 else None,
+                "latest_start": p["start"][lt] if lt >= 0 else None,
+                "latest_end": p["end"][lt] if lt >= 0 else None,
+                "production_unit": punit,
+                "production_baseline": float(pq[b]),
+            }
+            row["production_baseline_per_yr"] = row["production_baseline"] * float(self.p_annual[b])
+            row["production_latest"] = float(pq[lt]) if lt >= 0 else math.nan
+            for key, arr, unit in (("energy", sp_energy, "GJ"), ("electricity", sp_kwh, "kWh"), ("water", sp_water, "m3")):
+                bv = float(arr[b])
+                lv = float(arr[lt]) if lt >= 0 else math.nan
+                _resource(row, key, f"{unit}/{punit}" if punit else "", bv, lv)
+            fm = mats.get(fc, {})
+            for st in sorted(fm):
+                d = fm[st]
+                if b not in d:
+                    continue
+                qb = pq[b]
+                bv = d[b] / qb if (qb == qb and qb > 0) else math.nan
+                if lt >= 0 and lt in d:
+                    ql = pq[lt]
+                    lv = d[lt] / ql if (ql == ql and ql > 0) else math.nan
+                else:
+                    lv = math.nan
+                _resource(row, f"material_{st}", f"t/{punit}" if punit else "", bv, lv)
+            row["toe_vn_per_yr_baseline"] = float(toe[b] * self.p_annual[b])
+            row["key_energy_user"] = bool(row["toe_vn_per_yr_baseline"] >= 1000.0)
+            row.update(opts.get(fc) or _no_options())
+            out[fc] = row
+        return out
+
+    # -- options ---------------------------------------------------------------------------------
+    def options(self) -> dict:
+        """Per facility: the option counts and combined totals (cpa.options semantics)."""
+        from cpa.options import ENERGY_KINDS, INPUT_KINDS, OUT_KINDS, WASTE_T_KINDS
+        from cpa.schema import choices
+
+        T, ch = self.T, self.ch
+        o, e = T["options"], T["effects"]
+        if not len(o["fac"]):
+            return {}
+        ofac = o["fac"]
+        self.has_options = set(ofac.tolist())
+        self.context()
+        # register: money in VND, in order (order given first, then its value, then the id)
+        k = np.array([self.cf(mu or "VND", "VND") for mu in o["money_unit"]])
+        self.fail(ofac, np.isnan(k))
+        inv = np.zeros(len(ofac))
+        for c in ("investment_equipment", "investment_installation", "investment_engineering", "investment_other"):
+            inv = inv + np.where(np.isnan(o[c]), 0.0, o[c])
+        inv = _python_sum_inv(o) * k
+        grant = np.where(np.isnan(o["grant"]), 0.0, o["grant"]) * k
+        opex = np.where(np.isnan(o["operating_cost_change"]), 0.0, o["operating_cost_change"]) * k
+        included = o["screening"] != "reject"
+        has_order = ~np.isnan(o["order"])
+        okey = np.where(has_order, o["order"], 0.0)
+        ids = o["id"]
+        sorted_idx = sorted(range(len(ofac)), key=lambda i: (ofac[i], 0 if has_order[i] else 1, okey[i], str(ids[i])))
+        opos = np.empty(len(ofac), dtype=np.int64)
+        opos[np.array(sorted_idx, dtype=np.int64)] = np.arange(len(ofac))
+        out: dict = {}
+        cats = [c.id for c in choices("option_category")]
+        stats = [c.id for c in choices("option_status")]
+        for i in sorted_idx:
+            fc = int(ofac[i])
+            d = out.get(fc)
+            if d is None:
+                d = out[fc] = _no_options()
+                d["payback_yr"] = math.nan
+                d["_inv"] = []
+                d["_grant"] = []
+                d["_opex"] = []
+            d["options_total"] += 1
+            if not included[i]:
+                d["options_rejected"] += 1
+                continue
+            d[f"options_{o['category'][i]}"] += 1
+            d[f"options_{o['status'][i]}"] += 1
+            d["_inv"].append(inv[i])
+            d["_grant"].append(grant[i])
+            d["_opex"].append(opex[i])
+        del cats, stats
+        # effects, in the order they act
+        efac = e["fac"]
+        ne = len(efac)
+        okey_map = _Lookup(ofac, ids, opos)
+        inc_map = _Lookup(ofac, ids, included)
+        e_opos = okey_map.get(efac, e["option"], -1).astype(np.int64)
+        e_inc = inc_map.get(efac, e["option"], False).astype(bool)
+        order = np.lexsort((np.arange(ne), e_opos, efac))
+        comb = {fc: [] for fc in out}
+        if ne:
+            changes = self.effect_changes(order)
+            self.apply(order, changes, e_inc, e_opos, comb)
+        summaries = self.summarise(comb, ENERGY_KINDS, WASTE_T_KINDS)
+        for fc, d in out.items():
+            if ch.fail[fc]:
+                continue
+            d.update(summaries[fc])
+            opex_t = _pd_sum(d.pop("_opex"))
+            d["net_saving_vnd_per_yr"] = d.pop("_saving") - opex_t
+            d["investment_vnd"] = _pd_sum(d.pop("_inv"))
+            d["grant_vnd"] = _pd_sum(d.pop("_grant"))
+            net_inv = d["investment_vnd"] - d["grant_vnd"]
+            sav = d["net_saving_vnd_per_yr"]
+            d["payback_yr"] = net_inv / sav if sav and sav > 0 else math.inf
+        del INPUT_KINDS, OUT_KINDS
+        return out
+
+    # the context of the options: flows crossing the boundary, by (facility, period, stream)
+    def context(self):
+        """cpa.options.Context._index_flows for all facilities: crossing flows grouped by
+        (facility, period, stream), each group in the unit of its first flow."""
+        import pandas as pd
+
+        from cpa.options import OUT_KINDS
+
+        if self._abase is not None:
+            return
+        f = self.T["flows"]
+        out_kind = np.isin(self.f_kind.astype(str), list(OUT_KINDS))
+        crosses = np.where(out_kind, ~_notnone(f["to"]), ~_notnone(f["from"]))
+        idx = np.nonzero(crosses)[0]
+        self._abase, self._bgroup, self._first_unit = {}, {}, {}
+        if not len(idx):
+            return
+        fac, prow = f["fac"][idx], self.f_prow[idx]
+        st = np.asarray(f["stream"], dtype=object)[idx]
+        units = np.asarray(f["unit"], dtype=object)[idx]
+        df = pd.DataFrame({"f": fac, "p": prow, "s": st})
+        g = df.groupby(["f", "p", "s"], sort=False).ngroup().to_numpy()
+        first = np.unique(g, return_index=True)[1]
+        gunit = units[first]
+        pcodes, puniq = pd.MultiIndex.from_arrays([units, gunit[g]]).factorize()
+        k = np.array([self.cf(a, b) for a, b in puniq])[pcodes]
+        q = f["quantity"][idx]
+        x = q * k
+        broken = np.isnan(x) & ~np.isnan(q)
+        if broken.any():
+            for fc in set(fac[broken].tolist()) & self.has_options:
+                self.ch.fail[fc] = True
+        qsum = np.bincount(g, weights=x)
+        gfac, gpr, gst = fac[first], prow[first], st[first]
+        annual = self.p_annual
+        for gi in np.nonzero(self.base[gfac] == gpr)[0].tolist():
+            key = (int(gfac[gi]), gst[gi])
+            self._abase[key] = (qsum[gi] * float(annual[gpr[gi]]), gunit[gi])
+            self._bgroup[key] = gi
+        firsts = df.drop_duplicates(["f", "s"]).index.to_numpy()
+        self._first_unit = dict(zip(zip(fac[firsts].tolist(), st[firsts].tolist(), strict=True),
+                                    units[firsts].tolist(), strict=True))
+        order = np.argsort(g, kind="stable")
+        starts = np.searchsorted(g[order], np.arange(len(first) + 1))
+        tou = np.asarray(f["time_of_use"], dtype=object)[idx]
+        self._parts = (order, starts, x, tou, qsum, gunit)
+
+    def parts(self, fc, stream):
+        """(parts [(quantity, time of use)], quantity, unit) of a stream's baseline group."""
+        gi = self._bgroup.get((fc, stream))
+        if gi is None:
+            return None
+        order, starts, x, tou, qsum, gunit = self._parts
+        rows = order[starts[gi]: starts[gi + 1]]
+        return ([(x[r], tou[r] if isinstance(tou[r], str) else None) for r in rows.tolist()],
+                qsum[gi], gunit[gi])
+
+    def annual_baseline(self, fc, stream):
+        hit = self._abase.get((fc, stream))
+        if hit is None:
+            return 0.0, self.stream_unit(fc, stream)
+        return hit
+
+    def stream_unit(self, fc, stream):
+        hit = self._abase.get((fc, stream))
+        if hit is not None:
+            return hit[1]
+        key = (fc, stream)
+        if key in self._sunit:
+            return self._sunit[key]
+        u = self._first_unit.get(key)
+        if u is None:
+            for comp in ("purchase", "sale", "treatment", "disposal"):
+                price = self.price(fc, stream, comp, "flat")
+                if price is not None:
+                    u = price[1]
+                    break
+        self._sunit[key] = u
+        return u
+
+    def prices(self):
+        if hasattr(self, "_prices"):
+            return self._prices
+        t = self.T["prices"]
+        book: dict = {}
+        for fc, st, comp, tou, vf, vt, price, unit in zip(
+                t["fac"].tolist(), t["stream"], t["component"], t["time_of_use"], t["valid_from"],
+                t["valid_to"], t["price"].tolist(), t["unit"], strict=True):
+            money, per = unit.split("/", 1)
+            vnd = price * self.cf(money, "VND")
+            book.setdefault((fc, st, comp), []).append((tou or "flat", vf, vt, vnd, per))
+        self._prices = book
+        return book
+
+    def price(self, fc, stream, comp, tou):
+        """(VND per unit, unit) in force at the baseline's midpoint (cpa.prices.PriceBook.get)."""
+        rows = self.prices().get((fc, stream, comp))
+        if not rows:
+            return None
+        mid = self._mid.get(fc)
+        if mid is None:
+            import datetime as dt
+
+            b = int(self.base[fc])
+            s, e_ = self.T["periods"]["start"][b], self.T["periods"]["end"][b]
+            mid = self._mid[fc] = s + dt.timedelta(days=(e_ - s).days // 2)
+        best = None
+        for r_tou, vf, vt, vnd, per in rows:
+            if r_tou != tou:
+                continue
+            if vf > mid or (vt is not None and vt < mid):
+                continue
+            if best is None or vf > best[0]:
+                best = (vf, vnd, per)
+        if best is None:
+            cands = [(vf, vnd, per) for r_tou, vf, vt, vnd, per in rows if r_tou == tou and vf <= mid]
+            best = max(cands, key=lambda c: c[0]) if cands else None
+        return None if best is None else (best[1], best[2])
+
+    def unit_cost(self, fc, stream, unit):
+        from cpa.options import INPUT_KINDS
+
+        key = (fc, stream, unit)
+        memo = self.__dict__.setdefault("_cost", {})
+        if key in memo:
+            return memo[key]
+        kind = self.kind_of.d.get((fc, stream))
+        if kind in INPUT_KINDS:
+            comps = (("purchase", 1.0),)
+        else:
+            comps = (("treatment", 1.0), ("disposal", 1.0), ("fee", 1.0), ("sale", -1.0))
+        book = self.prices()
+        present = [(c, s) for c, s in comps if (fc, stream, c) in book]
+        if not present:
+            if kind in INPUT_KINDS or kind in ("wastewater", "solid_waste", "hazardous_waste", "by_product"):
+                cost = math.nan
+            else:
+                cost = 0.0
+            memo[key] = cost
+            return cost
+        g = self.parts(fc, stream)
+        if g is not None and g[1] > 0:
+            parts, base_unit = g[0], g[2]
+        else:
+            parts, base_unit = [(1.0, None)], unit
+        total_q = sum(q for q, _ in parts)
+        cost = 0.0
+        for comp, sign in present:
+            v = 0.0
+            for q, tou in parts:
+                price = self.price(fc, stream, comp, tou or "flat")
+                if price is None:
+                    v = math.nan
+                    break
+                v += q * self.cf(base_unit, price[1]) * price[0]
+            if v != v:
+                cost = math.nan
+                break
+            cost += sign * v / total_q
+        if cost == cost and unit != base_unit:
+            k = self.cf(unit, base_unit)
+            cost = cost / k if k == k else math.nan
+        memo[key] = cost
+        return cost
+
+    def conv_of(self, fc, stream, unit):
+        key = (fc, stream, unit)
+        memo = self._conv_memo
+        hit = memo.get(key)
+        if hit is None:
+            b = int(self.base[fc])
+            kind = self.kind_of.d.get((fc, stream))
+            fuel = self.fuel_of.d.get((fc, stream))
+            hit = memo[key] = self.conversion(fc, stream, kind, fuel, unit, int(self.p_year[b]))
+        return hit
+
+    def share(self, value, unit):
+        from cpa.units import dimension_of
+
+        try:
+            if dimension_of(unit) != "dimensionless":
+                return None
+        except Exception:  # noqa: BLE001
+            return None
+        k = self.cf(unit, "%")
+        if k != k:
+            return None
+        s = float(value) * k / 100.0
+        return s if 0.0 <= s <= 1.0 else None
+
+    def effect_changes(self, order) -> list:
+        """Per effect row: a list of changes (stream, quantity, unit, role) or money, or None when
+        the exact path would stop with an error."""
+        from cpa.options import INPUT_KINDS, OUT_KINDS
+
+        e = self.T["effects"]
+        out: list = [None] * len(e["fac"])
+        for i in order.tolist():
+            fc = int(e["fac"][i])
+            try:
+                out[i] = self._changes(fc, e["effect"][i], e["stream"][i], float(e["value"][i]), e["unit"][i],
+                                       e["to_stream"][i], INPUT_KINDS, OUT_KINDS)
+            except Exception:  # noqa: BLE001
+                out[i] = None
+            if out[i] is None:
+                self.ch.fail[fc] = True
+        return out
+
+    def _changes(self, fc, eff, stream, value, unit, to, INPUT_KINDS, OUT_KINDS):  # noqa: N803
+        if eff == "money":
+            k = self.cf(unit, "VND")
+            if k != k:
+                k = self.cf(unit, "VND/yr")
+            if k != k:
+                return None
+            return ("money", value * k)
+        if not isinstance(stream, str) or not stream:
+            return None
+        q0, su = self.annual_baseline(fc, stream)
+        if not q0 > 0:
+            return None
+        if eff == "reduce_share":
+            s = self.share(value, unit)
+            return None if s is None else ("share", stream, [(stream, s * q0, su, "reduced")])
+        if eff == "reduce_amount":
+            k = self.cf(unit, su)
+            if k != k:
+                k = self.cf(unit, f"({su})/yr")
+            if k != k:
+                return None
+            return ("plain", stream, [(stream, value * k, su, "reduced")])
+        if eff == "reduce_per_unit":
+            b = int(self.base[fc])
+            p, punit = self.pq[b] * float(self.p_annual[b]), self.pu[b]
+            if not p > 0:
+                return None
+            k = self.cf(unit, f"({su})/({punit})")
+            if k != k:
+                return None
+            per = value * k
+            return ("plain", stream, [(stream, per * p, su, "reduced")])
+        if eff == "substitute":
+            s = self.share(value, unit)
+            if s is None or not isinstance(to, str) or not to:
+                return None
+            to_unit = self.stream_unit(fc, to) or "t"
+            c_from, c_to = self.conv_of(fc, stream, su), self.conv_of(fc, to, to_unit)
+            if isinstance(c_from, Exception) or isinstance(c_to, Exception):
+                return None
+            h_from, h_to = c_from.energy_gj, c_to.energy_gj
+            if not (h_from == h_from and h_from > 0) or not (h_to == h_to and h_to > 0):
+                return None
+            saved = s * q0
+            added = saved * h_from / h_to
+            return ("share", stream, [(stream, saved, su, "reduced"), (to, -added, to_unit, "added")])
+        if eff == "recover":
+            s = self.share(value, unit)
+            if s is None:
+                return None
+            if self.kind_of.d.get((fc, stream)) not in OUT_KINDS:
+                return None
+            rec = s * q0
+            ch = [(stream, rec, su, "reduced")]
+            if isinstance(to, str) and to:
+                to_kind = self.kind_of.d.get((fc, to))
+                to_unit = self.stream_unit(fc, to) or su
+                k = self.cf(su, to_unit)
+                if k == k:
+                    x = rec * k
+                else:
+                    a, b_ = self.conv_of(fc, stream, su), self.conv_of(fc, to, to_unit)
+                    if isinstance(a, Exception) or isinstance(b_, Exception):
+                        return None
+                    x = None
+                    for layer in ("mass_t", "water_m3", "energy_gj"):
+                        xa, ya = getattr(a, layer), getattr(b_, layer)
+                        if xa == xa and ya == ya and ya > 0:
+                            x = rec * xa / ya
+                            break
+                    if x is None:
+                        return None
+                if to_kind in INPUT_KINDS:
+                    ch.append((to, x, to_unit, "recovered"))
+                elif to_kind in ("by_product", "product"):
+                    ch.append((to, -x, to_unit, "added"))
+            return ("share", stream, ch)
+        return None
+
+    def apply(self, order, changes, e_inc, e_opos, comb):
+        """Book every effect against what the options before it left (cpa.options._apply), both
+        stand-alone (per option) and combined (included options, across the facility)."""
+        e = self.T["effects"]
+        efac = e["fac"]
+        remaining: dict = {}    # (fac, stream) → left, combined
+        alone: dict = {}        # (fac, option position, stream) → left, stand-alone
+        for i in order.tolist():
+            fc = int(efac[i])
+            if self.ch.fail[fc]:
+                continue
+            c = changes[i]
+            if c is None:
+                continue
+            if c[0] == "money":
+                if e_inc[i]:
+                    st = e["stream"][i] or ""
+                    comb[fc].append((st, "VND", 0.0, (self.kind_of.d.get((fc, st)) or "") if st else "", c[1]))
+                continue
+            kind_, src, chs = c
+            for combined, left_of, prefix in ((False, alone, (fc, int(e_opos[i]))), (True, remaining, (fc,))):
+                if combined and not e_inc[i]:
+                    continue
+                scale = 1.0
+                if kind_ == "share":
+                    base = self.annual_baseline(fc, src)[0]
+                    scale = left_of.get((*prefix, src), base) / base if base > 0 else 1.0
+                for st, q, u, _role in chs:
+                    base = self.annual_baseline(fc, st)[0]
+                    left = left_of.get((*prefix, st), base)
+                    q = q * scale
+                    if q > 0 and q > left * (1 + 1e-9) + 1e-12:
+                        self.ch.fail[fc] = True
+                    left_of[(*prefix, st)] = left - q
+                    if combined:
+                        comb[fc].append((st, u, q, self.kind_of.d.get((fc, st)) or "", None))
+
+    # -- summaries are made from the combined rows (see _summarise)
+
+    def summarise(self, comb, energy_kinds, waste_kinds) -> dict:
+        """The combined rows of every facility → the reported layers (cpa.options._summarise)."""
+        facs, kinds, money, lay = [], [], [], []
+        zero = (0.0,) * len(_LAYERS)
+        fail = self.ch.fail
+        for fc, rows in comb.items():
+            for st, u, q, kind, m in rows:
+                if m is not None:
+                    money.append(m)
+                    lay.append(zero)
+                else:
+                    c = self.conv_of(fc, st, u)
+                    if isinstance(c, Exception):
+                        fail[fc] = True
+                        break
+                    lay.append(tuple(q * x if x == x else 0.0 for x in (getattr(c, k) for k in _LAYERS)))
+                    money.append(q * self.unit_cost(fc, st, u))
+                facs.append(fc)
+                kinds.append(kind)
+        n = self.n
+        idx = np.array(facs, dtype=np.int64)
+        lay = np.array(lay, dtype=float).reshape(-1, len(_LAYERS))
+        money = np.array(money, dtype=float)
+        kinds = np.array(kinds, dtype=object).astype(str)
+        col = {k: lay[:, i] for i, k in enumerate(_LAYERS)}
+
+        def total(v, mask=None):
+            if mask is None:
+                return np.bincount(idx, weights=v, minlength=n)
+            return np.bincount(idx[mask], weights=v[mask], minlength=n)
+
+        saving = total(np.where(np.isnan(money), 0.0, money))
+        gj = total(col["energy_gj"], np.isin(kinds, list(energy_kinds)))
+        toe = total(col["toe_vn"])
+        co2 = total(col["co2_fossil_t"] + col["co2e_other_t"])
+        water = total(col["water_m3"], kinds == "water")
+        waste = total(col["mass_t"], np.isin(kinds, list(waste_kinds)))
+        return {fc: {"_saving": float(saving[fc]), "saving_gj_per_yr": float(gj[fc]),
+                     "toe_vn_per_yr": float(toe[fc]), "co2e_t_per_yr": float(co2[fc]),
+                     "water_m3_per_yr": float(water[fc]), "waste_t_per_yr": float(waste[fc])}
+                for fc in comb}
+
+
+def _python_sum_inv(o) -> np.ndarray:
+    cols = ("investment_equipment", "investment_installation", "investment_engineering", "investment_other")
+    out = []
+    for vals in zip(*(o[c].tolist() for c in cols), strict=True):
+        out.append(sum(v for v in vals if v == v))
+    return np.array(out, dtype=float)
+
+
+def _pd_sum(values) -> float:
+    """Sum as pandas would (Series.sum of float64)."""
+    if not values:
+        return 0.0
+    return float(np.sum(np.asarray(values, dtype=float)))
+
+
+def _no_options() -> dict:
+    from cpa.programme import SAVING_FIELDS
+    from cpa.schema import choices
+
+    d = {}
+    for c in choices("option_category"):
+        d[f"options_{c.id}"] = 0
+    for c in choices("option_status"):
+        d[f"options_{c.id}"] = 0
+    d["options_total"] = 0
+    d["options_rejected"] = 0
+    for f in SAVING_FIELDS + ("investment_vnd", "grant_vnd"):
+        d[f] = 0.0
+    d["payback_yr"] = math.nan
+    return d
+
+
+def _resource(row, key, unit, b_val, l_val):
+    row[f"{key}_unit"] = unit
+    row[f"{key}_baseline"] = b_val
+    row[f"{key}_latest"] = l_val
+    row[f"{key}_change_pct"] = (100.0 * (l_val - b_val) / b_val
+                                if (b_val == b_val and b_val and l_val == l_val) else math.nan)
+    row[f"{key}_target"] = None   # set from the settings by programme_table_bulk
+
+
+# ----------------------------------------------------------------------------------------------
+# chunks, workers and the public functions
+
+
+def _run_chunk(paths: list) -> tuple:
+    """Load and roll up one chunk: (entries, stats); an entry per path is
+    ("row", id, row) | ("error", id, exception) | ("invalid", problems)."""
+    from cpa.programme import Settings, facility_row
+    from cpa.worksheet import read
+
+    ch = _Chunk(paths)
+    stats = {"fast": 0, "exact": 0}
+    rows: dict = {}
+    import time
+
+    try:
+        t0 = time.process_time()
+        ch.read()
+        t1 = time.process_time()
+        ch.convert()
+        t2 = time.process_time()
+        if not ch.bad.all():
+            ch.check()
+            ch.keep_good()
+        t3 = time.process_time()
+        rows = ch.compute() if not ch.bad.all() else {}
+        t4 = time.process_time()
+        stats.update(t_read=t1 - t0, t_convert=t2 - t1, t_check=t3 - t2, t_compute=t4 - t3)
+    except Exception as exc:  # noqa: BLE001 - a fault of the fast path: the exact path decides
+        if STRICT:
+            raise
+        stats["fast_error"] = repr(exc)
+        rows = {}
+    entries = []
+    for i, p in enumerate(ch.paths):
+        row = rows.get(i)
+        if row is not None:
+            entries.append(("row", row["facility_id"], row))
+            stats["fast"] += 1
+            continue
+        stats["exact"] += 1
+        ws = read(p)
+        if ws.errors:
+            entries.append(("invalid", ws.problems))
+            continue
+        try:
+            entries.append(("row", ws.id, facility_row(ws, Settings())))
+        except Exception as exc:  # noqa: BLE001 - raised in order by programme_table_bulk
+            entries.append(("error", ws.id, exc))
+    return entries, stats
+
+
+#: Re-raise faults of the fast path instead of handing the chunk to the exact path (tests).
+STRICT = False
+
+
+def _workers(n: int, workers: int | None) -> int:
+    if workers is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            cpus = os.cpu_count() or 1
+        workers = min(cpus, max(1, n // MIN_PER_WORKER))
+    return max(1, min(int(workers), max(n, 1)))
+
+
+def load_many(paths, workers: int | None = None) -> Bulk:
+    """Read and check many worksheets (and compute their settings-independent figures).
+
+    Parameters
+    ----------
+    paths : iterable of str
+        Worksheet files (``.cpa.md``; workbooks go through the exact path).
+    workers : int, optional
+        Worker processes. Default: the CPUs available, but one per at least
+        :data:`MIN_PER_WORKER` files (a few hundred files are faster in-process).
+
+    Returns
+    -------
+    Bulk
+    """
+    import multiprocessing as mp
+
+    paths = [str(p) for p in paths]
+    n = len(paths)
+    w = _workers(n, workers)
+    size = max(1, min(CHUNK, -(-n // w)))
+    chunks = [paths[a: a + size] for a in range(0, n, size)] or [[]]
+    if w == 1:
+        parts = [_run_chunk(c) for c in chunks]
+    else:
+        try:
+            ctx = mp.get_context("fork")
+        except ValueError:  # pragma: no cover - no fork on this platform
+            ctx = mp.get_context()
+        with ctx.Pool(w) as pool:
+            parts = list(pool.imap(_run_chunk, chunks))
+    entries, stats = [], {"fast": 0, "exact": 0, "workers": w}
+    for e, s in parts:
+        entries += e
+        for k, v in s.items():
+            stats[k] = stats.get(k, 0) + v if isinstance(v, (int, float)) else v
+    invalid = {p: e[1] for p, e in zip(paths, entries, strict=True) if e[0] == "invalid"}
+    return Bulk(paths=paths, invalid=invalid, stats=stats, rows=entries)
+
+
+def programme_table_bulk(bulk: Bulk, settings=None):
+    """The programme table of the valid worksheets of ``bulk``: exactly
+    ``programme_table([read(p) for p in valid paths], settings)``.
+
+    Raises
+    ------
+    CPAError
+        Two facilities with the same id (the message of :func:`cpa.programme.programme_table`),
+        or the error a facility's roll-up stops with (the first one, in the order of the paths).
+    """
+    import pandas as pd
+
+    from cpa.programme import Settings, _target
+
+    settings = settings or Settings()
+    seen: dict = {}
+    for p, e in zip(bulk.paths, bulk.rows, strict=True):
+        if e[0] == "invalid":
+            continue
+        fid = e[1]
+        if fid in seen:
+            raise CPAError(f"two facilities have the id {fid!r}: {seen[fid]} and {p}; "
+                           "give each facility its own id in its facility table")
+        seen[fid] = p
+    rows = []
+    for e in bulk.rows:
+        if e[0] == "error":
+            raise e[2]
+        if e[0] == "row":
+            row = e[2]
+            for k in row:
+                if k.endswith("_target"):
+                    row[k] = _target(row[k[: -len("_target")] + "_change_pct"], settings)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def programme_from_paths(paths, settings=None, allow_invalid: bool = False):
+    """What ``cpa programme`` needs: ``(table, invalid)``.
+
+    ``invalid`` maps each invalid worksheet (in the order given) to its problems, exactly as
+    :func:`cpa.worksheet.read` reports them. ``table`` is the programme table of the valid ones
+    (:func:`programme_table_bulk`), or ``None`` when some are invalid and ``allow_invalid`` is
+    false (the roll-up is then not computed, as the command stops). Raises like
+    :func:`cpa.programme.programme_table` (duplicate ids, a calculation that cannot be made).
+    """
+    bulk = load_many(paths)
+    if bulk.invalid and not allow_invalid:
+        return None, bulk.invalid
+    return programme_table_bulk(bulk, settings), bulk.invalid

@@ -1,0 +1,135 @@
+"""The fast path of many worksheets (cpa.bulk) against the exact path, table for table.
+
+The exact path is ``programme_table([read(p) for p in valid paths])`` with the problems of
+``cpa.worksheet.read`` for the invalid ones; the fast path must give the same table (same
+columns in the same order, same dtypes, values to 1e-9 relative), the same invalid worksheets
+with the same problems, and the same errors.
+"""
+
+import glob
+import os
+import shutil
+import sys
+
+import pandas as pd
+import pytest
+
+from cpa import bulk
+from cpa.errors import CPAError
+from cpa.programme import Settings, programme_table
+from cpa.worksheet import read
+
+HERE = os.path.dirname(__file__)
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import bench_programme as bench  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def strict(monkeypatch):
+    # a fault in the fast path must fail the test, not hide behind the exact path
+    monkeypatch.setattr(bulk, "STRICT", True)
+
+
+def _exact(paths, settings):
+    wss = [read(p) for p in paths]
+    invalid = {ws.path: ws.problems for ws in wss if ws.errors}
+    return programme_table([ws for ws in wss if not ws.errors], settings), invalid
+
+
+def _same(paths, settings=None, workers=1):
+    settings = settings or Settings(target_low_pct=5, target_high_pct=8)
+    b = bulk.load_many(paths, workers=workers)
+    fast = bulk.programme_table_bulk(b, settings)
+    exact, invalid = _exact(paths, settings)
+    assert list(b.invalid) == list(invalid)
+    for p in invalid:
+        assert [str(x) for x in b.invalid[p]] == [str(x) for x in invalid[p]]
+    assert list(fast.columns) == list(exact.columns)
+    pd.testing.assert_frame_equal(fast, exact, check_exact=False, rtol=1e-9, atol=1e-6)
+    return b, fast
+
+
+def test_test_data_and_examples(tmp_path):
+    paths = []
+    for p in sorted(glob.glob(os.path.join(HERE, "data", "*.cpa.md"))) + sorted(
+            glob.glob(os.path.join(ROOT, "examples", "*.cpa.md"))):
+        dst = tmp_path / os.path.basename(p)
+        shutil.copy(p, dst)
+        paths.append(str(dst))
+    valid = [p for p in paths if not read(p).errors]
+    assert len(valid) >= 4
+    b, fast = _same(valid)
+    assert b.stats["fast"] == len(valid)       # all of them through the fast path
+    assert len(fast) == len(valid)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """44 facilities: 30 ordinary, one of each way of breaking a worksheet, and the unusual but
+    valid ones that the fast path hands to the exact reader."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    breaks = {30 + k: b for k, b in enumerate(bench.BREAKS)}
+    unusual = {40 + k: u for k, u in enumerate(bench.UNUSUAL)}
+    paths = bench.generate(44, str(folder), seed=7, breaks=breaks, unusual=unusual, csv_name=None)
+    return paths, breaks, unusual
+
+
+def test_synthetic_parity(synthetic):
+    paths, breaks, unusual = synthetic
+    b, fast = _same(paths)
+    assert sorted(os.path.basename(p) for p in b.invalid) == sorted(f"f{i:06d}.cpa.md" for i in breaks)
+    assert len(fast) == 44 - len(breaks)
+    assert b.stats["fast"] == 30
+    assert b.stats["exact"] == len(breaks) + len(unusual)
+
+
+def test_settings_only_change_targets(synthetic):
+    paths = synthetic[0][:12]
+    _same(paths, Settings(target_low_pct=0, target_high_pct=1))
+    _same(paths, Settings(target_low_pct=20, target_high_pct=40))
+
+
+def test_two_workers(synthetic):
+    paths = synthetic[0]
+    one = bulk.programme_table_bulk(bulk.load_many(paths, workers=1))
+    two = bulk.programme_table_bulk(bulk.load_many(paths, workers=2))
+    pd.testing.assert_frame_equal(one, two)
+
+
+def test_duplicate_ids(tmp_path, synthetic):
+    a = synthetic[0][0]
+    dup = tmp_path / "copy.cpa.md"
+    shutil.copy(a, dup)
+    with pytest.raises(CPAError) as exact:
+        programme_table([read(a), read(str(dup))])
+    with pytest.raises(CPAError) as fast:
+        bulk.programme_table_bulk(bulk.load_many([a, str(dup)]))
+    assert str(fast.value) == str(exact.value)
+
+
+def test_calculation_error_is_the_exact_one(tmp_path, synthetic):
+    text = open(synthetic[0][0], encoding="utf-8").read()
+    # an option that saves more water than the facility uses
+    head = "## effects\n\n| option | effect | stream | value | unit | to_stream |\n| --- | --- | --- | --- | --- | --- |\n"
+    assert head in text
+    text = text.replace(head, head + "| o1 | reduce_amount | water | 999999999 | m3 | |\n")
+    p = tmp_path / "over.cpa.md"
+    p.write_text(text, encoding="utf-8")
+    assert not read(str(p)).errors
+    with pytest.raises(CPAError) as exact:
+        programme_table([read(str(p))])
+    with pytest.raises(CPAError) as fast:
+        bulk.programme_table_bulk(bulk.load_many([str(p)]))
+    assert type(fast.value) is type(exact.value) and str(fast.value) == str(exact.value)
+
+
+def test_programme_from_paths(synthetic):
+    paths, breaks, _ = synthetic
+    table, invalid = bulk.programme_from_paths(paths[28:34], Settings(), allow_invalid=False)
+    assert table is None and len(invalid) == 4
+    table, invalid = bulk.programme_from_paths(paths[28:34], Settings(), allow_invalid=True)
+    assert len(table) == 2 and list(invalid) == [p for p in paths[28:34] if int(p[-13:-7]) in breaks]
+    table, invalid = bulk.programme_from_paths([], Settings())
+    assert len(table) == 0 and invalid == {}
