@@ -205,3 +205,18 @@ def test_blank_worksheet_reads_with_vietnamese_headers(write_ws):
     # blank: required values are missing, but every heading and column header is understood
     assert not [p for p in ws.errors if p.code in ("unknown_column", "unknown_field")]
     assert "unknown table heading" not in {p.message for p in ws.errors}
+
+
+def test_cli_help_loads_no_heavy_library():
+    # `cpa --help` must answer at once: the CLI imports pandas, pint, numpy, matplotlib and
+    # typst only inside the commands that need them (speed is measured in benchmarks/, this
+    # test only holds the import rule).
+    import subprocess
+    import sys
+
+    code = ("import sys, cpa.cli; heavy = ('pandas', 'pint', 'numpy', 'matplotlib', 'typst', "
+            "'openpyxl', 'python_calamine'); print(','.join(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    r = subprocess.run([sys.executable, "-m", "cpa.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "report" in r.stdout and "check" in r.stdout
