@@ -362,6 +362,9 @@ def run(n: int, out: str | None = None, keep: bool = False, workers: int | None 
         size = sum(os.path.getsize(p) for p in paths)
         say(f"generated {n:,} worksheets ({size / 2**20:,.1f} MiB) in {t_gen:.1f} s: {folder}")
 
+        load_before = os.getloadavg()
+        say(f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} / {load_before[1]:.2f} / "
+            f"{load_before[2]:.2f} (1 / 5 / 15 min) before timing")
         t0 = time.perf_counter()
         flows = pd.read_csv(os.path.join(folder, "flows.csv"))
         sums = flows.groupby(["facility", "period", "stream"]).quantity.sum()
@@ -381,7 +384,15 @@ def run(n: int, out: str | None = None, keep: bool = False, workers: int | None 
             f"({bulk.stats.get('fast', 0):,} fast, {bulk.stats.get('exact', 0):,} by the exact path)")
         say(f"ratio (b)/(a): {t_cpa / t_pandas:.1f}")
         say(f"peak memory (ru_maxrss): this process {me:,.0f} MiB, largest worker {kids:,.0f} MiB")
-        figures = {"n": n, "pandas_s": t_pandas, "cpa_s": t_cpa, "load_s": t_load,
+        cpu = {k: bulk.stats.get(k, 0.0) for k in ("t_read", "t_convert", "t_check", "t_compute")}
+        total_cpu = sum(cpu.values())
+        say("CPU time of the workers: " + ", ".join(f"{k[2:]} {v:.2f} s" for k, v in cpu.items())
+            + f" (total {total_cpu:.2f} s, {1000 * total_cpu / max(n, 1):.2f} ms per facility)")
+        load_after = os.getloadavg()
+        say(f"load average after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}")
+        figures = {"loadavg_before": load_before, "loadavg_after": load_after, "cpu_s": cpu,
+                   "cpu_ms_per_facility": 1000 * total_cpu / max(n, 1),
+"n": n, "pandas_s": t_pandas, "cpa_s": t_cpa, "load_s": t_load,
                    "ratio": t_cpa / t_pandas, "peak_mib": me, "peak_worker_mib": kids,
                    "flow_rows": int(len(flows)), "mib_of_text": size / 2**20}
         if exact:

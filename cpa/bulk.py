@@ -658,15 +658,43 @@ def _member(fac_a, vals_a, fac_b, vals_b) -> np.ndarray:
 
 
 class _Lookup:
-    """Per-facility dictionary (fac, key) → value, looked up element-wise."""
+    """Per-facility dictionary (fac, key) → value (the last row of a key wins), looked up
+    element-wise with integer keys (no Python object per lookup)."""
 
     def __init__(self, fac, keys, values):
-        self.d = dict(zip(zip(np.asarray(fac).tolist(), list(keys), strict=True), list(values), strict=True))
+        self.fac = np.asarray(fac, dtype=np.int64)
+        self.keys = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
+        self.values = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+
+    @property
+    def d(self) -> dict:
+        hit = self.__dict__.get("_d")
+        if hit is None:
+            hit = self.__dict__["_d"] = dict(zip(zip(self.fac.tolist(), self.keys.tolist(), strict=True),
+                                                 self.values.tolist(), strict=True))
+        return hit
 
     def get(self, fac, keys, default=None) -> np.ndarray:
-        d = self.d
+        import pandas as pd
+
+        fac = np.asarray(fac, dtype=np.int64)
         out = np.empty(len(fac), dtype=object)
-        out[:] = [d.get(k, default) for k in zip(np.asarray(fac).tolist(), list(keys), strict=True)]
+        out[:] = default
+        if not len(fac) or not len(self.fac):
+            return out
+        n = len(self.fac)
+        codes, uniq = pd.factorize(np.concatenate([self.keys.astype(object), np.asarray(keys, dtype=object)]))
+        m = len(uniq) + 1
+        ka = self.fac * m + (codes[:n] + 1)
+        kb = fac * m + (codes[n:] + 1)
+        rev = ka[::-1]
+        _, first = np.unique(rev, return_index=True)    # the last row of each key
+        last = n - 1 - first
+        index = pd.Index(ka[last])
+        pos = index.get_indexer(kb)
+        hit = pos >= 0
+        vals = self.values[last][pos[hit]]
+        out[hit] = vals if vals.dtype == object else vals.astype(object)
         return out
 
 
@@ -821,23 +849,24 @@ class _Rollup:
         out = np.full((len(fac), len(_LAYERS)), np.nan)
         if not len(fac):
             return out
+        import pandas as pd
+
         ovr = self.overrides()
         dk = self.res.default_keys
-        index: dict = {}
-        first_rows = []
-        codes = []
-        for i, (fc, st, k, fu, u, y) in enumerate(zip(fac.tolist(), streams, kinds, fuels, units,
-                                                       np.asarray(years).tolist(), strict=True)):
-            own = fc in ovr
-            key = (fc if own else -1, st if own or st in dk else "", k, fu, u, y)
-            g = index.get(key)
-            if g is None:
-                g = index[key] = len(first_rows)
-                first_rows.append(i)
-            codes.append(g)
-        codes = np.array(codes, dtype=np.int64)
+        fac = np.asarray(fac, dtype=np.int64)
         streams = np.asarray(streams, dtype=object)
-        first = np.array(first_rows, dtype=np.int64)
+        own = np.isin(fac, np.fromiter(ovr.keys(), dtype=np.int64, count=len(ovr)))
+        named = own | np.isin(streams, list(dk))
+        key = np.zeros(len(fac), dtype=np.int64)
+        for part in (np.where(own, fac, -1), np.where(named, streams, ""), kinds, fuels, units, years):
+            c, u = pd.factorize(np.asarray(part, dtype=object) if not isinstance(part, np.ndarray)
+                                or part.dtype == object else part, use_na_sentinel=True)
+            key = key * (len(u) + 1) + (c + 1)
+            if key.max() > 2**40:
+                key = pd.factorize(key)[0].astype(np.int64)
+        _, first_rows, codes = np.unique(key, return_index=True, return_inverse=True)
+        codes = codes.ravel()
+        first = np.asarray(first_rows, dtype=np.int64)
         table = np.full((len(first), len(_LAYERS)), np.nan)
         failed = np.zeros(len(first), dtype=bool)
         for g, i in enumerate(first.tolist()):
@@ -963,55 +992,47 @@ class _Rollup:
 
     # -- options ---------------------------------------------------------------------------------
     def options(self) -> dict:
-        """Per facility: the option counts and combined totals (cpa.options semantics)."""
-        from cpa.options import ENERGY_KINDS, INPUT_KINDS, OUT_KINDS, WASTE_T_KINDS
+        """Per facility: the option counts and combined totals (cpa.options semantics),
+        vectorised across the facilities of the chunk."""
+        from cpa.options import ENERGY_KINDS, WASTE_T_KINDS
         from cpa.schema import choices
 
         T, ch = self.T, self.ch
         o, e = T["options"], T["effects"]
         if not len(o["fac"]):
             return {}
+        n = self.n
         ofac = o["fac"]
+        no = len(ofac)
         self.has_options = set(ofac.tolist())
         self.context()
         # register: money in VND, in order (order given first, then its value, then the id)
-        k = np.array([self.cf(mu or "VND", "VND") for mu in o["money_unit"]])
+        k = self.cfv([mu or "VND" for mu in o["money_unit"].tolist()], "VND")
         self.fail(ofac, np.isnan(k))
-        inv = np.zeros(len(ofac))
+        inv = np.zeros(no)
         for c in ("investment_equipment", "investment_installation", "investment_engineering", "investment_other"):
             inv = inv + np.where(np.isnan(o[c]), 0.0, o[c])
-        inv = _python_sum_inv(o) * k
+        inv = inv * k
         grant = np.where(np.isnan(o["grant"]), 0.0, o["grant"]) * k
         opex = np.where(np.isnan(o["operating_cost_change"]), 0.0, o["operating_cost_change"]) * k
-        included = o["screening"] != "reject"
+        included = np.asarray(o["screening"] != "reject", dtype=bool)
         has_order = ~np.isnan(o["order"])
         okey = np.where(has_order, o["order"], 0.0)
         ids = o["id"]
-        sorted_idx = sorted(range(len(ofac)), key=lambda i: (ofac[i], 0 if has_order[i] else 1, okey[i], str(ids[i])))
-        opos = np.empty(len(ofac), dtype=np.int64)
-        opos[np.array(sorted_idx, dtype=np.int64)] = np.arange(len(ofac))
-        out: dict = {}
-        cats = [c.id for c in choices("option_category")]
-        stats = [c.id for c in choices("option_status")]
-        for i in sorted_idx:
-            fc = int(ofac[i])
-            d = out.get(fc)
-            if d is None:
-                d = out[fc] = _no_options()
-                d["payback_yr"] = math.nan
-                d["_inv"] = []
-                d["_grant"] = []
-                d["_opex"] = []
-            d["options_total"] += 1
-            if not included[i]:
-                d["options_rejected"] += 1
-                continue
-            d[f"options_{o['category'][i]}"] += 1
-            d[f"options_{o['status'][i]}"] += 1
-            d["_inv"].append(inv[i])
-            d["_grant"].append(grant[i])
-            d["_opex"].append(opex[i])
-        del cats, stats
+        idstr = np.array([str(x) for x in ids.tolist()]) if no else np.zeros(0, dtype=str)
+        sorted_idx = np.lexsort((idstr, okey, (~has_order).astype(np.int64), ofac))
+        opos = np.empty(no, dtype=np.int64)
+        opos[sorted_idx] = np.arange(no)
+        counts = {"options_total": np.bincount(ofac, minlength=n),
+                  "options_rejected": np.bincount(ofac[~included], minlength=n)}
+        finc = ofac[included]
+        for col, choice in (("category", "option_category"), ("status", "option_status")):
+            vals = o[col][included]
+            for c in choices(choice):
+                counts[f"options_{c.id}"] = np.bincount(finc[vals == c.id], minlength=n)
+        sums = {"_inv": np.bincount(finc, inv[included], minlength=n),
+                "_grant": np.bincount(finc, grant[included], minlength=n),
+                "_opex": np.bincount(finc, opex[included], minlength=n)}
         # effects, in the order they act
         efac = e["fac"]
         ne = len(efac)
@@ -1020,24 +1041,39 @@ class _Rollup:
         e_opos = okey_map.get(efac, e["option"], -1).astype(np.int64)
         e_inc = inc_map.get(efac, e["option"], False).astype(bool)
         order = np.lexsort((np.arange(ne), e_opos, efac))
-        comb = {fc: [] for fc in out}
+        facs_with = np.unique(ofac)
+        summ = {k_: np.zeros(n) for k_ in ("_saving", "saving_gj_per_yr", "toe_vn_per_yr", "co2e_t_per_yr",
+                                           "water_m3_per_yr", "waste_t_per_yr")}
         if ne:
-            changes = self.effect_changes(order)
-            self.apply(order, changes, e_inc, e_opos, comb)
-        summaries = self.summarise(comb, ENERGY_KINDS, WASTE_T_KINDS)
-        for fc, d in out.items():
-            if ch.fail[fc]:
+            rows = self.effect_rows()
+            if rows is not None:
+                q_comb = self.apply(order, rows, e_inc, e_opos)
+                summ = self.summarise(rows, q_comb, e_inc, ENERGY_KINDS, WASTE_T_KINDS)
+        out: dict = {}
+        fail = ch.fail
+        for fc in facs_with.tolist():
+            if fail[fc]:
                 continue
-            d.update(summaries[fc])
-            opex_t = _pd_sum(d.pop("_opex"))
-            d["net_saving_vnd_per_yr"] = d.pop("_saving") - opex_t
-            d["investment_vnd"] = _pd_sum(d.pop("_inv"))
-            d["grant_vnd"] = _pd_sum(d.pop("_grant"))
+            d = _no_options()
+            for key, arr in counts.items():
+                d[key] = int(arr[fc])
+            d["saving_gj_per_yr"] = float(summ["saving_gj_per_yr"][fc])
+            d["toe_vn_per_yr"] = float(summ["toe_vn_per_yr"][fc])
+            d["co2e_t_per_yr"] = float(summ["co2e_t_per_yr"][fc])
+            d["water_m3_per_yr"] = float(summ["water_m3_per_yr"][fc])
+            d["waste_t_per_yr"] = float(summ["waste_t_per_yr"][fc])
+            d["net_saving_vnd_per_yr"] = float(summ["_saving"][fc]) - float(sums["_opex"][fc])
+            d["investment_vnd"] = float(sums["_inv"][fc])
+            d["grant_vnd"] = float(sums["_grant"][fc])
             net_inv = d["investment_vnd"] - d["grant_vnd"]
             sav = d["net_saving_vnd_per_yr"]
             d["payback_yr"] = net_inv / sav if sav and sav > 0 else math.inf
-        del INPUT_KINDS, OUT_KINDS
+            out[fc] = d
         return out
+
+    def cfv(self, units, to) -> np.ndarray:
+        """conversion_factor(u, to) element-wise (NaN where it fails), once per distinct unit."""
+        return np.array([self.cf(u, to) for u in units], dtype=float)
 
     # the context of the options: flows crossing the boundary, by (facility, period, stream)
     def context(self):
@@ -1229,23 +1265,128 @@ class _Rollup:
         s = float(value) * k / 100.0
         return s if 0.0 <= s <= 1.0 else None
 
-    def effect_changes(self, order) -> list:
-        """Per effect row: a list of changes (stream, quantity, unit, role) or money, or None when
-        the exact path would stop with an error."""
+    def effect_rows(self):
+        """The changes of every effect row, stand-alone (cpa.options.effect_changes), as flat
+        arrays: one row per change (substitute and recover effects may have two). Effects that
+        would stop the exact path with an error mark their facility ``fail``."""
         from cpa.options import INPUT_KINDS, OUT_KINDS
 
         e = self.T["effects"]
-        out: list = [None] * len(e["fac"])
-        for i in order.tolist():
-            fc = int(e["fac"][i])
+        efac = e["fac"]
+        ne = len(efac)
+        fail = self.ch.fail
+        eff = e["effect"]
+        streams = e["stream"].tolist()
+        val = np.asarray(e["value"], dtype=float)
+        units = e["unit"].tolist()
+        fl = efac.tolist()
+        abase = self._abase
+        hits = [abase.get(k) for k in zip(fl, streams, strict=True)]
+        q0 = np.array([h[0] if h is not None else 0.0 for h in hits], dtype=float)
+        su = [h[1] if h is not None else None for h in hits]
+        is_money = eff == "money"
+        # money: VND, else VND/yr
+        money = np.full(ne, np.nan)
+        if is_money.any():
+            mi = np.nonzero(is_money)[0]
+            mu = [units[i] for i in mi.tolist()]
+            km = self.cfv(mu, "VND")
+            km = np.where(np.isnan(km), self.cfv(mu, "VND/yr"), km)
+            money[mi] = val[mi] * km
+            bad = np.isnan(km)
+            fail[efac[mi][bad]] = True
+        # every other effect needs a stream with a positive baseline
+        nomoney = ~is_money
+        fail[efac[nomoney & ~(q0 > 0)]] = True
+        q = np.full(ne, np.nan)
+        # shares
+        share = np.full(ne, np.nan)
+        wants_share = np.isin(eff, ["reduce_share", "substitute", "recover"])
+        if wants_share.any():
+            si = np.nonzero(wants_share)[0]
+            ks = np.array([self.share_factor(units[i]) for i in si.tolist()], dtype=float)
+            s = val[si] * ks / 100.0
+            ok = (s >= 0.0) & (s <= 1.0)
+            fail[efac[si][~ok]] = True
+            share[si] = np.where(ok, s, np.nan)
+        rs = eff == "reduce_share"
+        q[rs] = share[rs] * q0[rs]
+        ra = np.nonzero(eff == "reduce_amount")[0]
+        if len(ra):
+            ka = np.array([self.amount_factor(units[i], su[i]) for i in ra.tolist()], dtype=float)
+            q[ra] = val[ra] * ka
+            fail[efac[ra][np.isnan(ka)]] = True
+        rp = np.nonzero(eff == "reduce_per_unit")[0]
+        if len(rp):
+            b = self.base[efac[rp]]
+            p = self.pq[b] * self.p_annual[b]
+            punits = self.pu[b].tolist()
+            kp = np.array([self.cf(units[i], f"({su[i]})/({pu})") for i, pu in zip(rp.tolist(), punits, strict=True)],
+                          dtype=float)
+            q[rp] = (val[rp] * kp) * p
+            fail[efac[rp][np.isnan(kp) | ~(p > 0)]] = True
+        # rows: (effect, slot, stream, quantity, unit); slot 0 is the effect's own stream
+        r_eff = list(range(ne))
+        r_slot = [0] * ne
+        r_stream = [s if not m else (s or "") for s, m in zip(streams, is_money.tolist(), strict=True)]
+        r_q = q
+        r_unit = ["VND" if m else u for u, m in zip(su, is_money.tolist(), strict=True)]
+        extra_eff, extra_stream, extra_q, extra_unit = [], [], [], []
+        other = np.nonzero(np.isin(eff, ["substitute", "recover"]))[0]
+        to = e["to_stream"]
+        for i in other.tolist():
+            fc = fl[i]
+            if fail[fc]:
+                continue
             try:
-                out[i] = self._changes(fc, e["effect"][i], e["stream"][i], float(e["value"][i]), e["unit"][i],
-                                       e["to_stream"][i], INPUT_KINDS, OUT_KINDS)
+                c = self._changes(fc, eff[i], streams[i], float(val[i]), units[i], to[i], INPUT_KINDS, OUT_KINDS)
             except Exception:  # noqa: BLE001
-                out[i] = None
-            if out[i] is None:
-                self.ch.fail[fc] = True
-        return out
+                c = None
+            if c is None:
+                fail[fc] = True
+                continue
+            chs = c[2]
+            r_q[i] = chs[0][1]
+            r_unit[i] = chs[0][2]
+            for st, qq, u, _role in chs[1:]:
+                extra_eff.append(i)
+                extra_stream.append(st)
+                extra_q.append(qq)
+                extra_unit.append(u)
+        known = np.isin(eff, ["money", "reduce_share", "reduce_amount", "reduce_per_unit", "substitute", "recover"])
+        fail[efac[~known]] = True
+        return {
+            "eff": np.array(r_eff + extra_eff, dtype=np.int64),
+            "slot": np.array(r_slot + [1] * len(extra_eff), dtype=np.int64),
+            "stream": r_stream + extra_stream,
+            "q": np.concatenate([r_q, np.array(extra_q, dtype=float)]),
+            "unit": r_unit + extra_unit,
+            "money": np.concatenate([money, np.full(len(extra_eff), np.nan)]),
+            "is_money": np.concatenate([is_money, np.zeros(len(extra_eff), dtype=bool)]),
+            "is_share": wants_share,
+        }
+
+    def share_factor(self, unit) -> float:
+        """cf(unit, %) for a dimensionless unit (NaN otherwise): share = value × it / 100."""
+        key = ("\x00share", unit)
+        hit = self.cf_cache.get(key)
+        if hit is None:
+            from cpa.units import dimension_of
+
+            try:
+                hit = self.cf(unit, "%") if dimension_of(unit) == "dimensionless" else math.nan
+            except Exception:  # noqa: BLE001
+                hit = math.nan
+            self.cf_cache[key] = hit
+        return hit
+
+    def amount_factor(self, unit, su) -> float:
+        if su is None:
+            return math.nan
+        k = self.cf(unit, su)
+        if k != k:
+            k = self.cf(unit, f"({su})/yr")
+        return k
 
     def _changes(self, fc, eff, stream, value, unit, to, INPUT_KINDS, OUT_KINDS):  # noqa: N803
         if eff == "money":
@@ -1327,86 +1468,149 @@ class _Rollup:
             return ("share", stream, ch)
         return None
 
-    def apply(self, order, changes, e_inc, e_opos, comb):
+    def apply(self, order, rows, e_inc, e_opos) -> np.ndarray:
         """Book every effect against what the options before it left (cpa.options._apply), both
-        stand-alone (per option) and combined (included options, across the facility)."""
+        stand-alone (per option) and combined (included options, across the facility), stepping
+        through the position of each effect in its facility's order, vectorised across
+        facilities. Returns the combined quantity of every change row (NaN: not included)."""
+        import pandas as pd
+
         e = self.T["effects"]
         efac = e["fac"]
-        remaining: dict = {}    # (fac, stream) → left, combined
-        alone: dict = {}        # (fac, option position, stream) → left, stand-alone
-        for i in order.tolist():
-            fc = int(efac[i])
-            if self.ch.fail[fc]:
-                continue
-            c = changes[i]
-            if c is None:
-                continue
-            if c[0] == "money":
-                if e_inc[i]:
-                    st = e["stream"][i] or ""
-                    comb[fc].append((st, "VND", 0.0, (self.kind_of.d.get((fc, st)) or "") if st else "", c[1]))
-                continue
-            kind_, src, chs = c
-            for combined, left_of, prefix in ((False, alone, (fc, int(e_opos[i]))), (True, remaining, (fc,))):
-                if combined and not e_inc[i]:
-                    continue
-                scale = 1.0
-                if kind_ == "share":
-                    base = self.annual_baseline(fc, src)[0]
-                    scale = left_of.get((*prefix, src), base) / base if base > 0 else 1.0
-                for st, q, u, _role in chs:
-                    base = self.annual_baseline(fc, st)[0]
-                    left = left_of.get((*prefix, st), base)
-                    q = q * scale
-                    if q > 0 and q > left * (1 + 1e-9) + 1e-12:
-                        self.ch.fail[fc] = True
-                    left_of[(*prefix, st)] = left - q
-                    if combined:
-                        comb[fc].append((st, u, q, self.kind_of.d.get((fc, st)) or "", None))
-
-    # -- summaries are made from the combined rows (see _summarise)
-
-    def summarise(self, comb, energy_kinds, waste_kinds) -> dict:
-        """The combined rows of every facility → the reported layers (cpa.options._summarise)."""
-        facs, kinds, money, lay = [], [], [], []
-        zero = (0.0,) * len(_LAYERS)
+        ne = len(efac)
         fail = self.ch.fail
-        for fc, rows in comb.items():
-            for st, u, q, kind, m in rows:
-                if m is not None:
-                    money.append(m)
-                    lay.append(zero)
-                else:
-                    c = self.conv_of(fc, st, u)
-                    if isinstance(c, Exception):
-                        fail[fc] = True
-                        break
-                    lay.append(tuple(q * x if x == x else 0.0 for x in (getattr(c, k) for k in _LAYERS)))
-                    money.append(q * self.unit_cost(fc, st, u))
-                facs.append(fc)
-                kinds.append(kind)
+        # position of each effect within its facility's order
+        pos = np.empty(ne, dtype=np.int64)
+        sf = efac[order]
+        first = np.r_[0, np.nonzero(sf[1:] != sf[:-1])[0] + 1] if ne else np.zeros(0, dtype=np.int64)
+        starts = np.repeat(first, np.diff(np.r_[first, ne]))
+        pos[order] = np.arange(ne) - starts
+        live = ~rows["is_money"] & ~np.isnan(rows["q"])
+        r_eff = rows["eff"]
+        r_fac = efac[r_eff]
+        r_stream = np.asarray(rows["stream"], dtype=object)
+        src_stream = np.asarray(e["stream"], dtype=object)
+        # slots: (facility, stream) combined, (facility, option, stream) stand-alone
+        allst = np.concatenate([r_stream, src_stream])
+        codes, uniq = pd.factorize(allst)
+        m = len(uniq) + 1
+        r_code, e_code = codes[: len(r_stream)], codes[len(r_stream):]
+        mo = int(e_opos.max()) + 2 if ne else 1
+        abase = self._abase
+        q_out = np.full(len(r_eff), np.nan)
+        r_pos = pos[r_eff]
+        r_slot = rows["slot"]
+        is_share = rows["is_share"]
+        e_pos = pos
+        for combined in (False, True):
+            if combined:
+                rkey = r_fac * m + r_code
+                ekey = efac * m + e_code
+                r_use = live & e_inc[r_eff]
+            else:
+                rkey = (r_fac * mo + e_opos[r_eff]) * m + r_code
+                ekey = (efac * mo + e_opos) * m + e_code
+                r_use = live.copy()
+            keys, inv = np.unique(np.concatenate([rkey, ekey]), return_inverse=True)
+            r_slotk, e_slotk = inv[: len(rkey)], inv[len(rkey):]
+            # the baseline of every slot
+            base = np.zeros(len(keys))
+            fac_of = np.zeros(len(keys), dtype=np.int64)
+            st_of = np.empty(len(keys), dtype=object)
+            fac_of[r_slotk] = r_fac
+            st_of[r_slotk] = r_stream
+            fac_of[e_slotk] = efac
+            st_of[e_slotk] = src_stream
+            for j, (f, s) in enumerate(zip(fac_of.tolist(), st_of.tolist(), strict=True)):
+                h = abase.get((f, s))
+                if h is not None:
+                    base[j] = h[0]
+            left = base.copy()
+            idx = np.nonzero(r_use)[0]
+            steps = np.lexsort((r_slot[idx], r_pos[idx]))
+            idx = idx[steps]
+            kpos = r_pos[idx] * 2 + r_slot[idx]
+            bounds = np.r_[0, np.nonzero(kpos[1:] != kpos[:-1])[0] + 1, len(idx)] if len(idx) else [0]
+            # the scale of every share effect, set when its position comes (before its slot 0)
+            scale = np.ones(ne)
+            eff_pos_order = np.argsort(e_pos, kind="stable")
+            ep = e_pos[eff_pos_order]
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                rr = idx[a:b]
+                p, slot = int(r_pos[rr[0]]), int(r_slot[rr[0]])
+                if slot == 0:
+                    lo, hi = np.searchsorted(ep, p), np.searchsorted(ep, p, side="right")
+                    es = eff_pos_order[lo:hi]
+                    es = es[is_share[es]]
+                    if len(es):
+                        sb = base[e_slotk[es]]
+                        with np.errstate(divide="ignore", invalid="ignore"):
+                            scale[es] = np.where(sb > 0, left[e_slotk[es]] / np.where(sb > 0, sb, 1.0), 1.0)
+                sl = r_slotk[rr]
+                lf = left[sl]
+                qq = rows["q"][rr] * scale[r_eff[rr]]
+                over = (qq > 0) & (qq > lf * (1 + 1e-9) + 1e-12)
+                if over.any():
+                    fail[r_fac[rr][over]] = True
+                left[sl] = lf - qq
+                if combined:
+                    q_out[rr] = qq
+        return q_out
+
+    # -- summaries are made from the combined rows
+
+    def summarise(self, rows, q_comb, e_inc, energy_kinds, waste_kinds) -> dict:
+        """The combined rows of every facility → the reported layers (cpa.options._summarise):
+        per-facility sums of the layers (one conversion per distinct key) and of the money
+        (one unit cost per distinct facility × stream × unit)."""
+        e = self.T["effects"]
         n = self.n
-        idx = np.array(facs, dtype=np.int64)
-        lay = np.array(lay, dtype=float).reshape(-1, len(_LAYERS))
-        money = np.array(money, dtype=float)
-        kinds = np.array(kinds, dtype=object).astype(str)
-        col = {k: lay[:, i] for i, k in enumerate(_LAYERS)}
+        r_eff = rows["eff"]
+        fac = e["fac"][r_eff]
+        inc = e_inc[r_eff] & ~self.ch.fail[fac]
+        money_rows = inc & rows["is_money"]
+        phys = inc & ~rows["is_money"] & ~np.isnan(q_comb)
+        pi = np.nonzero(phys)[0]
+        pf = fac[pi]
+        pst = [rows["stream"][i] for i in pi.tolist()]
+        pun = [rows["unit"][i] for i in pi.tolist()]
+        kinds = self.kind_of.get(pf, pst)
+        fuels = self.fuel_of.get(pf, pst)
+        years = self.p_year[self.base[pf]]
+        lay = self.layers(pf, pst, kinds, fuels, pun, years)
+        q = q_comb[pi]
+        col = {k: np.where(np.isnan(lay[:, i]), 0.0, q * lay[:, i]) for i, k in enumerate(_LAYERS)}
+        cost = self.unit_costs(pf, pst, pun)
+        money = q * cost
+        kinds_s = kinds.astype(str)
 
         def total(v, mask=None):
             if mask is None:
-                return np.bincount(idx, weights=v, minlength=n)
-            return np.bincount(idx[mask], weights=v[mask], minlength=n)
+                return np.bincount(pf, weights=v, minlength=n)
+            return np.bincount(pf[mask], weights=v[mask], minlength=n)
 
+        mi = np.nonzero(money_rows)[0]
         saving = total(np.where(np.isnan(money), 0.0, money))
-        gj = total(col["energy_gj"], np.isin(kinds, list(energy_kinds)))
-        toe = total(col["toe_vn"])
-        co2 = total(col["co2_fossil_t"] + col["co2e_other_t"])
-        water = total(col["water_m3"], kinds == "water")
-        waste = total(col["mass_t"], np.isin(kinds, list(waste_kinds)))
-        return {fc: {"_saving": float(saving[fc]), "saving_gj_per_yr": float(gj[fc]),
-                     "toe_vn_per_yr": float(toe[fc]), "co2e_t_per_yr": float(co2[fc]),
-                     "water_m3_per_yr": float(water[fc]), "waste_t_per_yr": float(waste[fc])}
-                for fc in comb}
+        mv = rows["money"][mi]
+        saving = saving + np.bincount(fac[mi], weights=np.where(np.isnan(mv), 0.0, mv), minlength=n)
+        return {"_saving": saving,
+                "saving_gj_per_yr": total(col["energy_gj"], np.isin(kinds_s, list(energy_kinds))),
+                "toe_vn_per_yr": total(col["toe_vn"]),
+                "co2e_t_per_yr": total(col["co2_fossil_t"] + col["co2e_other_t"]),
+                "water_m3_per_yr": total(col["water_m3"], kinds_s == "water"),
+                "waste_t_per_yr": total(col["mass_t"], np.isin(kinds_s, list(waste_kinds)))}
+
+    def unit_costs(self, fac, streams, units) -> np.ndarray:
+        """unit_cost element-wise, once per distinct (facility, stream, unit)."""
+        memo: dict = {}
+        out = np.empty(len(fac))
+        for j, key in enumerate(zip(fac.tolist(), streams, units, strict=True)):
+            c = memo.get(key)
+            if c is None:
+                c = memo[key] = self.unit_cost(*key)
+            out[j] = c
+        return out
+
 
 
 def _python_sum_inv(o) -> np.ndarray:

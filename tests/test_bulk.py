@@ -133,3 +133,82 @@ def test_programme_from_paths(synthetic):
     assert len(table) == 2 and list(invalid) == [p for p in paths[28:34] if int(p[-13:-7]) in breaks]
     table, invalid = bulk.programme_from_paths([], Settings())
     assert len(table) == 0 and invalid == {}
+
+
+_EFFECTS_HEAD = ("## effects\n\n| option | effect | stream | value | unit | to_stream |\n"
+                 "| --- | --- | --- | --- | --- | --- |\n")
+
+
+def _with_effects(synthetic, tmp_path, name, effects, reject=()):
+    """A synthetic worksheet (not burning rice husk) with its effects replaced by ``effects``
+    and the options in ``reject`` screened out."""
+    import re
+
+    for p in synthetic[0][:30]:
+        text = open(p, encoding="utf-8").read()
+        if "| fuel | rice_husk |" not in text.split("## streams")[1].split("## production")[0].replace(
+                "| Nhiên liệu | fuel |", "| fuel |"):
+            break
+    head, rest = text.split(_EFFECTS_HEAD)
+    tail = rest[rest.find("\n\n"):] if "\n\n" in rest else "\n"
+    text = head + _EFFECTS_HEAD + "\n".join(effects) + tail
+    opts, effs = text.split("## effects")
+    for oid in reject:
+        opts = re.sub(rf"(\n\| {oid} \| [^|]*\| [^|]*\| )[^|]*\| [^|]*\|", r"\1reject | too costly |", opts)
+    text = opts + "## effects" + effs
+    out = tmp_path / f"{name}.cpa.md"
+    out.write_text(text, encoding="utf-8")
+    assert not read(str(out)).errors, read(str(out)).problems
+    return str(out)
+
+
+EFFECT_CASES = {
+    # several options on one stream: shares multiply, amounts subtract, in the options' order
+    "overlap": ["| o1 | reduce_share | water | 20 | % | |", "| o2 | reduce_share | water | 10 | % | |",
+                "| o3 | reduce_amount | water | 100 | m3 | |", "| o4 | reduce_share | water | 50 | % | |",
+                "| o5 | reduce_per_unit | water | 0.5 | m3/t | |"],
+    # substitution, then shares of what is left of the fuel, then substitution again
+    "substitute": ["| o1 | substitute | fuel | 15 | % | husk |", "| o2 | reduce_share | fuel | 10 | % | |",
+                   "| o3 | reduce_share | water | 5 | % | |", "| o4 | substitute | fuel | 30 | % | husk |",
+                   "| o5 | reduce_share | fuel | 50 | % | |"],
+    # recovery into an input, into a by-product and nowhere; the input is also reduced
+    "recover": ["| o1 | recover | sw | 20 | % | r1 |", "| o2 | reduce_share | r1 | 5 | % | |",
+                "| o3 | recover | sw | 30 | % | byp |", "| o4 | recover | sw | 10 | % | |",
+                "| o5 | reduce_share | sw | 10 | % | |"],
+    # money effects (signed, money units), an option with two effects
+    "money": ["| o1 | money | | 5000000 | VND/yr | |", "| o2 | money | | -2 | million_VND | |",
+              "| o3 | money | | 7 | million_VND/yr | |", "| o3 | reduce_share | elec | 3 | % | |",
+              "| o4 | reduce_per_unit | elec | 1 | kWh/t | |"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(EFFECT_CASES))
+def test_effect_parity(case, synthetic, tmp_path):
+    p = _with_effects(synthetic, tmp_path, case, EFFECT_CASES[case])
+    b, fast = _same([p, *synthetic[0][:3]])
+    assert b.stats["fast"] == 4
+
+
+def test_rejected_options_parity(synthetic, tmp_path):
+    # the rejected options neither count nor take their share of the stream
+    p = _with_effects(synthetic, tmp_path, "reject", EFFECT_CASES["overlap"], reject=("o2", "o4"))
+    b, fast = _same([p])
+    assert b.stats["fast"] == 1 and fast["options_rejected"].iloc[0] >= 2
+
+
+@pytest.mark.parametrize("effects", [
+    # combined, the third option saves more than the first two leave (each alone is fine)
+    ["| o1 | reduce_share | water | 60 | % | |", "| o2 | reduce_share | water | 60 | % | |",
+     "| o3 | reduce_per_unit | water | 15 | m3/t | |"],
+    # a share above 100 %, a stream without a baseline flow, a money effect in kWh
+    ["| o1 | reduce_share | water | 120 | % | |"],
+    ["| o1 | reduce_share | steam | 10 | % | |"],
+    ["| o1 | money | | 10 | kWh | |"],
+])
+def test_effect_errors_are_the_exact_ones(effects, synthetic, tmp_path):
+    p = _with_effects(synthetic, tmp_path, "bad", effects)
+    with pytest.raises(CPAError) as exact:
+        programme_table([read(p)])
+    with pytest.raises(CPAError) as fast:
+        bulk.programme_table_bulk(bulk.load_many([p]))
+    assert type(fast.value) is type(exact.value) and str(fast.value) == str(exact.value)
