@@ -19,7 +19,8 @@ same dtypes) in a few seconds, by working on all facilities at once:
    sums; the options are combined without double counting by stepping through the position of
    each effect in its facility's order, vectorised across facilities (the semantics of
    :func:`cpa.options.combined_totals`: each option on what the previous ones left; rejected
-   options out; operating-cost changes, investment and grants).
+   options out; operating-cost changes, investment and grants); the combined changes are valued
+   by joining the baseline flow parts with a price table resolved once per chunk.
 5. **Two cores.** Files are split into contiguous chunks handled by worker processes (``fork``).
 
 The fast path is an accelerator, never a second source of truth: any worksheet it is not sure
@@ -53,9 +54,8 @@ MIN_PER_WORKER = 400
 CHUNK = 1000
 
 # characters str.splitlines() breaks on besides \n, the escape character, and <br>
-_ODD = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\\\\]")
+_ODD_CHARS = tuple("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")   # (the escape and <br> are checked apart)
 _INDENTED_ROW = re.compile(r"\n[^\S\n]+\|")   # a section body starts with "\n"
-_HASH_LINE = re.compile(r"\n#(?!##)")
 _OTHER_HEADING = re.compile(r"\n##[^\S\n]")
 _BLOCK = re.compile(r"\n(\|[^\n]*(?:\n\|[^\n]*)*)")
 _SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
@@ -141,13 +141,21 @@ def _scan(text: str, caches) -> dict | None:
     """{table: (header, data rows as one string, number of rows)} of one worksheet's text, or
     None to use the exact reader."""
     title_cache, sep_cache = caches
-    if "\\" in text or "<br>" in text or _ODD.search(text):
+    if "\\" in text or "<br>" in text or any(c in text for c in _ODD_CHARS):
         return None
     if not text.isascii() and not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
-    parts = ("\n" + text).split("\n## ")
+    text = "\n" + text
+    parts = text.split("\n## ")
     pre = parts[0]
-    if len(parts) < 2 or _INDENTED_ROW.search(pre) or "\n|" in pre or _OTHER_HEADING.search(pre):
+    if len(parts) < 2 or "\n|" in pre or _OTHER_HEADING.search(pre):
+        return None
+    # the checks of every section at once: no indented row anywhere; after the first section
+    # heading, no line starting with "#" other than "## " headings and "###" sub-headings
+    if _INDENTED_ROW.search(text):
+        return None
+    rest = text[len(pre):]
+    if rest.count("\n#") - rest.count("\n###") != len(parts) - 1:
         return None
     out: dict = {}
     for part in parts[1:]:
@@ -155,8 +163,6 @@ def _scan(text: str, caches) -> dict | None:
         title, body = (part[:nl], part[nl:]) if nl >= 0 else (part, "")
         name = _lookup_title(title.strip(), title_cache) if title.strip() else ""
         if not name or name in out:
-            return None
-        if _INDENTED_ROW.search(body) or _HASH_LINE.search(body):
             return None
         blocks = _BLOCK.findall(body)
         if not blocks:
@@ -502,9 +508,18 @@ class _Chunk:
             if not len(t["fac"]):
                 continue
             kinds = kind_of.get(t["fac"], t["stream"])
-            wrong = [k is not None and isinstance(u, str) and dim(u) is not None
-                     and dim(u) not in schema.KIND_DIMS.get(k, ()) for k, u in zip(kinds, t["unit"], strict=True)]
-            self.mark(t["fac"], np.array(wrong, dtype=bool))
+            # once per distinct (kind, unit)
+            kc, ku = pd.factorize(kinds)
+            uc, uu = pd.factorize(np.asarray(t["unit"], dtype=object))
+            pc, pu = pd.factorize((kc + 1) * (len(uu) + 1) + (uc + 1))
+            ku, uu = ku.tolist(), uu.tolist()
+            wrong_u = []
+            for code in pu.tolist():
+                a, b_ = divmod(code, len(uu) + 1)
+                k, u = (ku[a - 1] if a else None), (uu[b_ - 1] if b_ else None)
+                wrong_u.append(k is not None and isinstance(u, str) and dim(u) is not None
+                               and dim(u) not in schema.KIND_DIMS.get(k, ()))
+            self.mark(t["fac"], np.array(wrong_u, dtype=bool)[pc])
         f = T["flows"]
         self.mark(f["fac"], f["quantity"] < 0)
         self.mark(f["fac"], ~_notnone(f["from"]) & ~_notnone(f["to"]) & _notnone(f["stream"]))
@@ -633,14 +648,25 @@ class _Chunk:
         return r.rows()
 
 
+def _join_keys(*parts) -> np.ndarray:
+    """Element-wise "a\0b\0c" of object arrays (or a string for a whole column)."""
+    out = None
+    for p in parts:
+        if not isinstance(p, str):
+            p = np.asarray(p, dtype=object)
+            p = np.where(_notnone(p), p, "\x01")
+        out = p if out is None else out + "\x00" + p
+    return np.asarray(out, dtype=object)
+
+
 def _notnone(arr) -> np.ndarray:
     if arr.dtype != object:
         return ~np.isnan(arr)
-    return np.array([v is not None for v in arr.tolist()], dtype=bool)
+    return np.asarray(arr != None, dtype=bool)  # noqa: E711 - element-wise "is not None"
 
 
 def _eq(a, b) -> np.ndarray:
-    return np.array([x is not None and x == y for x, y in zip(a.tolist(), b.tolist(), strict=True)], dtype=bool)
+    return _notnone(a) & np.asarray(a == b, dtype=bool)
 
 
 def _member(fac_a, vals_a, fac_b, vals_b) -> np.ndarray:
@@ -760,6 +786,7 @@ class _Rollup:
         self._conv_memo: dict = {}
         self.has_options: set = set()
         self._abase = None
+        self._parts = self._bgroups = None
         self._mid: dict = {}
         self._sunit: dict = {}
 
@@ -830,6 +857,20 @@ class _Rollup:
         self._ovr = ovr
         return ovr
 
+    def overridden(self, fac, streams, kinds, fuels) -> np.ndarray:
+        """Per row, whether some factor row of its facility applies to it (the rows for which
+        :meth:`conversion` keeps an override); the others share the conversions of every
+        facility."""
+        t = self.T["factors"]
+        if not len(t["fac"]):
+            return np.zeros(len(fac), dtype=bool)
+        tf, key = t["fac"], t["applies_to"]
+        own = _member(fac, streams, tf, key) | _member(fac, fuels, tf, key)
+        elec = (t["factor"] == "grid_ef") | (key == "electricity")
+        own |= (np.asarray(kinds, dtype=object) == "electricity") & np.isin(fac, tf[elec])
+        own |= np.isin(fac, tf[~_notnone(key)])   # a factor row without a key: as before
+        return own
+
     def conversion(self, fac, stream, kind, fuel, unit, year):
         year = int(year) if year is not None else None
         ovr = self.overrides().get(fac)
@@ -851,11 +892,10 @@ class _Rollup:
             return out
         import pandas as pd
 
-        ovr = self.overrides()
         dk = self.res.default_keys
         fac = np.asarray(fac, dtype=np.int64)
         streams = np.asarray(streams, dtype=object)
-        own = np.isin(fac, np.fromiter(ovr.keys(), dtype=np.int64, count=len(ovr)))
+        own = self.overridden(fac, streams, kinds, fuels)
         named = own | np.isin(streams, list(dk))
         key = np.zeros(len(fac), dtype=np.int64)
         for part in (np.where(own, fac, -1), np.where(named, streams, ""), kinds, fuels, units, years):
@@ -1089,7 +1129,8 @@ class _Rollup:
         out_kind = np.isin(self.f_kind.astype(str), list(OUT_KINDS))
         crosses = np.where(out_kind, ~_notnone(f["to"]), ~_notnone(f["from"]))
         idx = np.nonzero(crosses)[0]
-        self._abase, self._bgroup, self._first_unit = {}, {}, {}
+        self._abase, self._first_unit = {}, {}
+        self._parts = self._bgroups = None
         if not len(idx):
             return
         fac, prow = f["fac"][idx], self.f_prow[idx]
@@ -1099,8 +1140,7 @@ class _Rollup:
         g = df.groupby(["f", "p", "s"], sort=False).ngroup().to_numpy()
         first = np.unique(g, return_index=True)[1]
         gunit = units[first]
-        pcodes, puniq = pd.MultiIndex.from_arrays([units, gunit[g]]).factorize()
-        k = np.array([self.cf(a, b) for a, b in puniq])[pcodes]
+        k = self.cf_pairs(units, gunit[g])
         q = f["quantity"][idx]
         x = q * k
         broken = np.isnan(x) & ~np.isnan(q)
@@ -1110,10 +1150,10 @@ class _Rollup:
         qsum = np.bincount(g, weights=x)
         gfac, gpr, gst = fac[first], prow[first], st[first]
         annual = self.p_annual
-        for gi in np.nonzero(self.base[gfac] == gpr)[0].tolist():
-            key = (int(gfac[gi]), gst[gi])
-            self._abase[key] = (qsum[gi] * float(annual[gpr[gi]]), gunit[gi])
-            self._bgroup[key] = gi
+        isb = np.nonzero(self.base[gfac] == gpr)[0]
+        for gi in isb.tolist():
+            self._abase[(int(gfac[gi]), gst[gi])] = (qsum[gi] * float(annual[gpr[gi]]), gunit[gi])
+        self._bgroups = _Lookup(gfac[isb], gst[isb], isb)
         firsts = df.drop_duplicates(["f", "s"]).index.to_numpy()
         self._first_unit = dict(zip(zip(fac[firsts].tolist(), st[firsts].tolist(), strict=True),
                                     units[firsts].tolist(), strict=True))
@@ -1121,16 +1161,6 @@ class _Rollup:
         starts = np.searchsorted(g[order], np.arange(len(first) + 1))
         tou = np.asarray(f["time_of_use"], dtype=object)[idx]
         self._parts = (order, starts, x, tou, qsum, gunit)
-
-    def parts(self, fc, stream):
-        """(parts [(quantity, time of use)], quantity, unit) of a stream's baseline group."""
-        gi = self._bgroup.get((fc, stream))
-        if gi is None:
-            return None
-        order, starts, x, tou, qsum, gunit = self._parts
-        rows = order[starts[gi]: starts[gi + 1]]
-        return ([(x[r], tou[r] if isinstance(tou[r], str) else None) for r in rows.tolist()],
-                qsum[gi], gunit[gi])
 
     def annual_baseline(self, fc, stream):
         hit = self._abase.get((fc, stream))
@@ -1155,90 +1185,148 @@ class _Rollup:
         self._sunit[key] = u
         return u
 
-    def prices(self):
-        if hasattr(self, "_prices"):
-            return self._prices
+    def price_table(self):
+        """The prices in force at each facility's baseline midpoint (cpa.prices.PriceBook.get),
+        resolved for every (facility, stream, component, time of use) at once: among the rows
+        valid at the midpoint the one that starts last (the first of equals), else among those
+        that started before it the one that starts last. Returns (index of the resolved rows,
+        VND per unit, per-unit) and the keys "stream\\0component\\0time of use"."""
+        hit = self.__dict__.get("_ptable")
+        if hit is not None:
+            return hit
+        import pandas as pd
+
         t = self.T["prices"]
-        book: dict = {}
-        for fc, st, comp, tou, vf, vt, price, unit in zip(
-                t["fac"].tolist(), t["stream"], t["component"], t["time_of_use"], t["valid_from"],
-                t["valid_to"], t["price"].tolist(), t["unit"], strict=True):
-            money, per = unit.split("/", 1)
-            vnd = price * self.cf(money, "VND")
-            book.setdefault((fc, st, comp), []).append((tou or "flat", vf, vt, vnd, per))
-        self._prices = book
-        return book
+        fac = t["fac"]
+        n = len(fac)
+        streams = np.asarray(t["stream"], dtype=object)
+        comps = np.asarray(t["component"], dtype=object)
+        tous = np.asarray(t["time_of_use"], dtype=object)
+        units = np.asarray(t["unit"], dtype=object)
+        vnd = np.full(n, np.nan)
+        per = np.empty(n, dtype=object)
+        if n:
+            ucodes, uuniq = pd.factorize(units)
+            split = [u.split("/", 1) for u in uuniq.tolist()]
+            vnd = t["price"] * np.array([self.cf(m, "VND") for m, _ in split], dtype=float)[ucodes]
+            per = np.array([p for _, p in split], dtype=object)[ucodes]
+        keys = _join_keys(streams, comps, np.where(_notnone(tous) & (tous != ""), tous, "flat"))
+        presence = _join_keys(streams, comps)
+        mid = self.p_mid[self.base[fac]] if n else np.zeros(0, dtype="datetime64[D]")
+        vf, vt = t["valid_from_d"], t["valid_to_d"]
+        cand = vf <= mid
+        valid = cand & (np.isnat(vt) | (vt >= mid))
+        ci = np.nonzero(cand)[0]
+        kc, _ = pd.factorize(keys[ci]) if len(ci) else (np.zeros(0, dtype=np.int64), None)
+        vfi = vf[ci].astype(np.int64)
+        order = np.lexsort((ci, -vfi, ~valid[ci], kc, fac[ci]))
+        sk = np.stack([fac[ci][order], kc[order]]) if len(ci) else np.zeros((2, 0), dtype=np.int64)
+        firsts = np.r_[0, np.nonzero((sk[:, 1:] != sk[:, :-1]).any(axis=0))[0] + 1] if len(ci) else \
+            np.zeros(0, dtype=np.int64)
+        chosen = ci[order[firsts]]
+        hit = self._ptable = {
+            "lookup": _Lookup(fac[chosen], keys[chosen], chosen),
+            "present": (fac, presence),
+            "vnd": vnd, "per": per,
+        }
+        return hit
 
     def price(self, fc, stream, comp, tou):
         """(VND per unit, unit) in force at the baseline's midpoint (cpa.prices.PriceBook.get)."""
-        rows = self.prices().get((fc, stream, comp))
-        if not rows:
-            return None
-        mid = self._mid.get(fc)
-        if mid is None:
-            import datetime as dt
+        pt = self.price_table()
+        i = pt["lookup"].d.get((fc, f"{stream}\x00{comp}\x00{tou}"))
+        return None if i is None else (float(pt["vnd"][i]), pt["per"][i])
 
-            b = int(self.base[fc])
-            s, e_ = self.T["periods"]["start"][b], self.T["periods"]["end"][b]
-            mid = self._mid[fc] = s + dt.timedelta(days=(e_ - s).days // 2)
-        best = None
-        for r_tou, vf, vt, vnd, per in rows:
-            if r_tou != tou:
-                continue
-            if vf > mid or (vt is not None and vt < mid):
-                continue
-            if best is None or vf > best[0]:
-                best = (vf, vnd, per)
-        if best is None:
-            cands = [(vf, vnd, per) for r_tou, vf, vt, vnd, per in rows if r_tou == tou and vf <= mid]
-            best = max(cands, key=lambda c: c[0]) if cands else None
-        return None if best is None else (best[1], best[2])
+    def unit_costs(self, fac, streams, units) -> np.ndarray:
+        """cpa.options unit costs element-wise [VND per unit], computed once per distinct
+        (facility, stream, unit) by joining the baseline's flow parts with the resolved price
+        table: Σ over the components present (purchase for inputs; treatment, disposal, fee
+        minus sale otherwise) of Σ_parts q × cf(group unit, price unit) × price / Σ q, in the
+        requested unit; NaN where a price is missing, 0 for streams that need none."""
+        import pandas as pd
 
-    def unit_cost(self, fc, stream, unit):
         from cpa.options import INPUT_KINDS
 
-        key = (fc, stream, unit)
-        memo = self.__dict__.setdefault("_cost", {})
-        if key in memo:
-            return memo[key]
-        kind = self.kind_of.d.get((fc, stream))
-        if kind in INPUT_KINDS:
-            comps = (("purchase", 1.0),)
-        else:
-            comps = (("treatment", 1.0), ("disposal", 1.0), ("fee", 1.0), ("sale", -1.0))
-        book = self.prices()
-        present = [(c, s) for c, s in comps if (fc, stream, c) in book]
-        if not present:
-            if kind in INPUT_KINDS or kind in ("wastewater", "solid_waste", "hazardous_waste", "by_product"):
-                cost = math.nan
-            else:
-                cost = 0.0
-            memo[key] = cost
-            return cost
-        g = self.parts(fc, stream)
-        if g is not None and g[1] > 0:
-            parts, base_unit = g[0], g[2]
-        else:
-            parts, base_unit = [(1.0, None)], unit
-        total_q = sum(q for q, _ in parts)
-        cost = 0.0
-        for comp, sign in present:
-            v = 0.0
-            for q, tou in parts:
-                price = self.price(fc, stream, comp, tou or "flat")
-                if price is None:
-                    v = math.nan
-                    break
-                v += q * self.cf(base_unit, price[1]) * price[0]
-            if v != v:
-                cost = math.nan
-                break
-            cost += sign * v / total_q
-        if cost == cost and unit != base_unit:
-            k = self.cf(unit, base_unit)
-            cost = cost / k if k == k else math.nan
-        memo[key] = cost
-        return cost
+        fac = np.asarray(fac, dtype=np.int64)
+        if not len(fac):
+            return np.zeros(0)
+        streams = np.asarray(streams, dtype=object)
+        units = np.asarray(units, dtype=object)
+        sc, _ = pd.factorize(streams)
+        uc, _ = pd.factorize(units)
+        key = (fac * (sc.max() + 2) + sc + 1) * (uc.max() + 2) + uc + 1
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        tf, ts, tu = fac[first], streams[first], units[first]
+        nt = len(tf)
+        kinds = self.kind_of.get(tf, ts).astype(str)
+        is_in = np.isin(kinds, list(INPUT_KINDS))
+        needs = is_in | np.isin(kinds, ["wastewater", "solid_waste", "hazardous_waste", "by_product"])
+        pt = self.price_table()
+        # the parts of each triple: its stream's baseline group, or one part of 1 in its own unit
+        order, starts, x, tou, qsum, gunit = self._parts if self._parts is not None else (None,) * 6
+        gi = self._bgroups.get(tf, ts, -1).astype(np.int64) if self._bgroups is not None else np.full(nt, -1)
+        ok = gi >= 0
+        if ok.any():
+            ok[ok] = qsum[gi[ok]] > 0
+        glen = np.where(ok, starts[gi + 1] - starts[gi], 1) if ok.any() else np.ones(nt, dtype=np.int64)
+        part_t = np.repeat(np.arange(nt), glen)
+        offs = np.arange(len(part_t)) - np.repeat(np.cumsum(glen) - glen, glen)
+        use = ok[part_t]
+        row = np.full(len(part_t), -1, dtype=np.int64)
+        if use.any():
+            row[use] = order[starts[gi[part_t[use]]] + offs[use]]
+        q = np.ones(len(part_t))
+        q[use] = x[row[use]]
+        ptou = np.full(len(part_t), "flat", dtype=object)
+        if use.any():
+            tt = tou[row[use]]
+            ptou[use] = np.where(_notnone(tt) & (tt != ""), tt, "flat")
+        base_unit = tu.copy()
+        if ok.any():
+            base_unit[ok] = gunit[gi[ok]]
+        total_q = np.bincount(part_t, weights=q, minlength=nt)
+        pfac, pstream = tf[part_t], ts[part_t]
+        cost = np.zeros(nt)
+        any_present = np.zeros(nt, dtype=bool)
+        for comp, sign, for_inputs in (("purchase", 1.0, True), ("treatment", 1.0, False),
+                                       ("disposal", 1.0, False), ("fee", 1.0, False), ("sale", -1.0, False)):
+            applies = is_in if for_inputs else ~is_in
+            present = applies & _member(tf, _join_keys(ts, comp), *pt["present"])
+            if not present.any():
+                continue
+            any_present |= present
+            m = present[part_t]
+            pi = pt["lookup"].get(pfac[m], _join_keys(pstream[m], comp, ptou[m]), -1).astype(np.int64)
+            found = pi >= 0
+            price = np.full(len(pi), np.nan)
+            price[found] = pt["vnd"][pi[found]]
+            per = np.empty(len(pi), dtype=object)
+            per[found] = pt["per"][pi[found]]
+            k = np.full(len(pi), np.nan)
+            k[found] = self.cf_pairs(base_unit[part_t[m]][found], per[found])
+            v = np.bincount(part_t[m], weights=q[m] * k * price, minlength=nt)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cost = cost + np.where(present, sign * v / np.where(present, total_q, 1.0), 0.0)
+        cost = np.where(any_present, cost, np.where(needs, np.nan, 0.0))
+        other = any_present & ~np.isnan(cost) & (tu != base_unit)
+        if other.any():
+            k = self.cf_pairs(tu[other], base_unit[other])
+            cost[other] = np.where(np.isnan(k), np.nan, cost[other] / k)
+        return cost[inv.ravel()]
+
+    def cf_pairs(self, a, b) -> np.ndarray:
+        """conversion_factor(a, b) element-wise (NaN where it fails), once per distinct pair."""
+        import pandas as pd
+
+        if not len(a):
+            return np.zeros(0)
+        ca, ua = pd.factorize(np.asarray(a, dtype=object))
+        cb, ub = pd.factorize(np.asarray(b, dtype=object))
+        pair = ca * len(ub) + cb
+        pc, pu = pd.factorize(pair)
+        ua, ub = ua.tolist(), ub.tolist()
+        vals = np.array([self.cf(ua[p // len(ub)], ub[p % len(ub)]) for p in pu.tolist()], dtype=float)
+        return vals[pc]
 
     def conv_of(self, fc, stream, unit):
         key = (fc, stream, unit)
@@ -1600,18 +1688,6 @@ class _Rollup:
                 "water_m3_per_yr": total(col["water_m3"], kinds_s == "water"),
                 "waste_t_per_yr": total(col["mass_t"], np.isin(kinds_s, list(waste_kinds)))}
 
-    def unit_costs(self, fac, streams, units) -> np.ndarray:
-        """unit_cost element-wise, once per distinct (facility, stream, unit)."""
-        memo: dict = {}
-        out = np.empty(len(fac))
-        for j, key in enumerate(zip(fac.tolist(), streams, units, strict=True)):
-            c = memo.get(key)
-            if c is None:
-                c = memo[key] = self.unit_cost(*key)
-            out[j] = c
-        return out
-
-
 
 def _python_sum_inv(o) -> np.ndarray:
     cols = ("investment_equipment", "investment_installation", "investment_engineering", "investment_other")
@@ -1720,6 +1796,24 @@ def _workers(n: int, workers: int | None) -> int:
     return max(1, min(int(workers), max(n, 1)))
 
 
+def _warm() -> None:
+    """Import what the workers use (pandas, the exact reader, units, factors) before forking."""
+    import pandas  # noqa: F401
+
+    import cpa.options  # noqa: F401
+    import cpa.programme  # noqa: F401
+    import cpa.quantities  # noqa: F401
+    import cpa.validate  # noqa: F401
+    import cpa.worksheet  # noqa: F401
+    from cpa.factors import default_factors
+    from cpa.units import conversion_factor, dimension_of
+
+    conversion_factor("kg", "t")
+    dimension_of("kWh")
+    default_factors()
+    schema.table_lookup()
+
+
 def load_many(paths, workers: int | None = None) -> Bulk:
     """Read and check many worksheets (and compute their settings-independent figures).
 
@@ -1745,6 +1839,7 @@ def load_many(paths, workers: int | None = None) -> Bulk:
     if w == 1:
         parts = [_run_chunk(c) for c in chunks]
     else:
+        _warm()   # once here, not in every forked worker
         try:
             ctx = mp.get_context("fork")
         except ValueError:  # pragma: no cover - no fork on this platform

@@ -212,3 +212,81 @@ def test_effect_errors_are_the_exact_ones(effects, synthetic, tmp_path):
     with pytest.raises(CPAError) as fast:
         bulk.programme_table_bulk(bulk.load_many([p]))
     assert type(fast.value) is type(exact.value) and str(fast.value) == str(exact.value)
+
+
+# prices: dated rows (the one in force at the baseline's midpoint, else the last started),
+# other money units, components that add and subtract, missing prices, time of use
+_PRICES = ("## prices\n\n| stream | component | time_of_use | valid_from | valid_to | price | unit | source |\n"
+           "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+           "| water | purchase | | 2000-01-01 | 2001-12-31 | 1000 | VND/m3 | expired |\n"
+           "| water | purchase | | 2000-06-01 | 2002-01-01 | 2000 | VND/m3 | expired, later |\n"
+           "| r1 | purchase | | 2000-01-01 | | 17000000 | VND/t | old |\n"
+           "| r1 | purchase | | 2010-01-01 | | 18 | million_VND/t | newer |\n"
+           "| r1 | purchase | | 2099-01-01 | | 99 | million_VND/t | future |\n"
+           "| r2 | purchase | | 2000-01-01 | | 0.04 | million_VND/kg | per kg |\n"
+           "| ww | treatment | | 2000-01-01 | | 9000 | VND/m3 | park |\n"
+           "| ww | fee | | 2000-01-01 | | 2000 | VND/m3 | fee |\n"
+           "| byp | sale | | 2000-01-01 | | 1000000 | VND/t | sales |\n"
+           "| byp | disposal | | 2000-01-01 | | 100000 | VND/t | sales |\n"
+           "| hw | disposal | | 2099-01-01 | | 5000 | VND/kg | future only |\n"
+           "| elec | purchase | flat | 2000-01-01 | | 2100 | VND/kWh | EVN |\n"
+           "| elec | purchase | peak | 2000-01-01 | | 0.0031 | million_VND/kWh | EVN |\n"
+           "| elec | purchase | off_peak | 2000-01-01 | | 1200 | VND/kWh | EVN |\n"
+           "| fuel | purchase | | 2099-01-01 | | 1 | VND/L | future |\n\n")
+
+
+@pytest.mark.parametrize("tou", ["none", "peak", "normal"])
+def test_price_table_parity(synthetic, tmp_path, tou):
+    import re
+
+    effects = ["| o1 | reduce_share | water | 10 | % | |", "| o1 | reduce_share | r1 | 5 | % | |",
+               "| o2 | reduce_amount | r2 | 0.5 | t | |", "| o2 | reduce_share | ww | 10 | % | |",
+               "| o3 | reduce_share | sw | 10 | % | |", "| o3 | reduce_share | byp | 10 | % | |",
+               "| o4 | reduce_share | hw | 10 | % | |", "| o4 | reduce_share | elec | 10 | % | |",
+               "| o5 | reduce_share | fuel | 10 | % | |"]
+    p = _with_effects(synthetic, tmp_path, f"prices_{tou}", effects)
+    text = open(p, encoding="utf-8").read()
+    text = re.sub(r"## prices\n.*?\n\n", lambda m: _PRICES, text, count=1, flags=re.S)
+    if tou != "none":   # every second electricity flow at another time of use
+        n = iter(range(10**6))
+        text = re.sub(r"(\| base \| elec \|[^\n]*\| )(\| [^|\n]*\|)$",
+                      lambda m: m.group(1) + (f" {tou} " if next(n) % 2 else " ") + m.group(2),
+                      text, flags=re.M)
+    with open(p, "w", encoding="utf-8") as f:
+        f.write(text)
+    assert not read(p).errors, read(p).problems
+    b, fast = _same([p, *synthetic[0][:3]])
+    assert b.stats["fast"] == 4
+
+
+# the shortcuts of the section scan: "###" sub-headings are fine, any other "#" line, an
+# indented row or a line break other than "\n" hands the worksheet to the exact reader
+@pytest.mark.parametrize("insert, fast", [
+    ("\n### Notes\n\nsome words\n", True), ("\n#### deeper\n", True), ("\n# Other\n", False),
+    ("\n#no space\n", False), ("\n##\n", False), ("\n  | indented | row |\n", False),
+    ("\nline\u2028break\n", False), ("\nform\x0cfeed\n", False)])
+def test_scan_shortcuts_parity(synthetic, tmp_path, insert, fast):
+    text = open(synthetic[0][0], encoding="utf-8").read()
+    text = text.replace("\n## steps\n", insert + "\n## steps\n", 1)
+    p = tmp_path / "scan.cpa.md"
+    p.write_text(text, encoding="utf-8")
+    b, _ = _same([str(p), synthetic[0][1]])
+    assert b.stats["fast"] == (2 if fast else 1)
+
+
+def test_overrides_only_where_they_apply(synthetic, tmp_path):
+    # factor rows for a stream, for a fuel and for the grid: only the rows they apply to use them
+    src = next(q for q in synthetic[0][:30] if "## factors" not in open(q, encoding="utf-8").read())
+    text = open(src, encoding="utf-8").read()
+    extra = ("| steam | energy_content | 2.9 | GJ/t | measured | steam tables |\n"
+             "| 2024 | grid_ef | 0.8 | tCO2e/MWh | estimate | own |\n"
+             "| 2023 | grid_ef | 0.75 | tCO2e/MWh | estimate | own |\n"
+             "| 2022 | grid_ef | 0.7 | tCO2e/MWh | estimate | own |\n")
+    head = ("## factors\n\n| applies_to | factor | value | unit | status | source |\n"
+            "| --- | --- | --- | --- | --- | --- |\n")
+    text = text.replace("\n## prices\n", "\n" + head + extra + "\n## prices\n")
+    p = tmp_path / "ovr.cpa.md"
+    p.write_text(text, encoding="utf-8")
+    assert not read(str(p)).errors, read(str(p)).problems
+    b, _ = _same([str(p), *[q for q in synthetic[0][:6] if q != src]])
+    assert b.stats["fast"] == 6
