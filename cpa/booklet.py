@@ -48,6 +48,18 @@ INDICATOR_ORDER = ("energy", "electricity", "fuel_energy", "toe_vn", "water", "w
 #: The waste-cost table shows this many streams; the rest are summed in one row.
 TOP_WASTE = 7
 
+#: Half of the 17.8 cm text width of an A4 page (1.6 cm margins), less the gutter [cm].
+HALF_W = 8.6
+#: The width [cm] at which the booklet places each chart, and so at which ``cpa report`` asks
+#: :func:`cpa.charts.render_facility_charts` to draw it: a chart is never scaled, so its text
+#: prints at the size it was drawn with (tick labels ≥ 6.5 pt, other text ≥ 7 pt). The
+#: Sankey diagrams are not in the booklet; they are drawn at the full text width.
+CHART_WIDTHS = {"flow_chart": HALF_W, "waste_pareto": HALF_W, "savings_by_option": HALF_W, "payback": HALF_W,
+                "before_after_specific": HALF_W, "before_after_absolute": HALF_W,
+                "sankey_before": 17.0, "sankey_after": 17.0}
+#: The programme charts, full width.
+PROGRAMME_CHART_WIDTHS = {"programme_change": 17.0, "programme_totals": 17.0}
+
 
 # ----------------------------------------------------------------------------------------------
 # labels and formatting
@@ -165,10 +177,20 @@ class Fmt:
 # facility data
 
 
+#: While :func:`facility_data` runs: id(table) → (table, its records) — the same tables are
+#: read many times, and ``to_dict`` is the slow part of reading them.
+_MEMO: dict | None = None
+
+
 def _records(df) -> list[dict]:
     if df is None:
         return []
-    return df.to_dict("records")
+    if _MEMO is None:
+        return df.to_dict("records")
+    hit = _MEMO.get(id(df))
+    if hit is None or hit[0] is not df:
+        hit = _MEMO[id(df)] = (df, df.to_dict("records"))
+    return list(hit[1])  # a new list: callers filter and sort it
 
 
 def _name(ws, lang) -> str:
@@ -279,8 +301,9 @@ def _indicator_rows(res, period) -> list[dict]:
     rows = [r for r in rows if r["indicator"] in order
             and not (r["indicator"] == "energy" and r.get("stream"))]
     # water listed as a "material" too: keep it once, as water
-    rows = [r for r in rows if not (r["indicator"] == "material" and r.get("stream") in
-                                    set(res.ws.tables["streams"].query("kind == 'water'")["id"]))]
+    st = res.ws.tables["streams"]
+    water = set(st.loc[st["kind"] == "water", "id"])
+    rows = [r for r in rows if not (r["indicator"] == "material" and r.get("stream") in water)]
     rows.sort(key=lambda r: (order[r["indicator"]], _text(r.get("stream"))))
     return rows
 
@@ -579,6 +602,18 @@ def facility_data(res, lang: str, charts: dict | None = None, settings: dict | N
     ``charts`` maps chart keys to ``{"svg": path, ...}``; the dict refers to each SVG as
     ``{chart_dir}/{key}.svg`` (where :func:`build_facility_booklet` copies it).
     """
+    global _MEMO
+    outer = _MEMO is None
+    if outer:
+        _MEMO = {}
+    try:
+        return _facility_data(res, lang, charts, settings, chart_dir)
+    finally:
+        if outer:
+            _MEMO = None
+
+
+def _facility_data(res, lang, charts, settings, chart_dir) -> dict:
     lang = "vi" if lang == "vi" else "en"
     L = labels(lang)
     fmt = Fmt(lang)
@@ -588,8 +623,7 @@ def facility_data(res, lang: str, charts: dict | None = None, settings: dict | N
     f = ws.facility
     name = _name(ws, lang)
     problem = _text(f.get(f"problem_{lang}")) or _text(f.get("problem_vi"))
-    chart_paths = {k: f"{chart_dir}/{k}.svg" for k, v in (charts or {}).items()
-                   if v and v.get("svg") and os.path.exists(v["svg"])}
+    chart_paths = _chart_refs(charts, chart_dir)
     ind = res.indicators
     key_user = False
     toe_year = None
@@ -619,6 +653,31 @@ def facility_data(res, lang: str, charts: dict | None = None, settings: dict | N
         "charts": chart_paths,
         "charts_available": charts is not None,
     }
+
+
+def svg_width_pt(path: str) -> float | None:
+    """The width [pt] an SVG declares (matplotlib writes ``width="…pt"``)."""
+    import re
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2000)
+    except OSError:
+        return None
+    m = re.search(rb'<svg[^>]*?width="([0-9.]+)(pt)?"', head)
+    return float(m.group(1)) if m else None
+
+
+def _chart_refs(charts: dict | None, chart_dir: str) -> dict:
+    """``{key: {"path": "{chart_dir}/{key}.svg", "width": pt}}`` for the charts that exist: the
+    templates place each chart at its own width."""
+    out = {}
+    for k, v in (charts or {}).items():
+        if v and v.get("svg") and os.path.exists(v["svg"]):
+            w = v.get("width_pt") or svg_width_pt(v["svg"])
+            if w:
+                out[k] = {"path": f"{chart_dir}/{k}.svg", "width": round(float(w), 3)}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -662,7 +721,8 @@ def _compile(workdir: str, template: str, data: dict) -> bytes:
 
 
 def build_facility_booklet(res, lang: str, out_pdf: str, charts: dict | None = None,
-                           settings: dict | None = None, workdir: str | None = None) -> str:
+                           settings: dict | None = None, workdir: str | None = None,
+                           data: dict | None = None) -> str:
     """Write the case-study booklet of one facility to ``out_pdf`` (atomically); returns the path.
 
     Parameters
@@ -678,6 +738,8 @@ def build_facility_booklet(res, lang: str, out_pdf: str, charts: dict | None = N
         Programme settings (``target`` band in %).
     workdir : str, optional
         A folder to build in (a temporary one by default).
+    data : dict, optional
+        ``facility_data(res, lang, charts, settings)`` when the caller has it already.
     """
     tmp = None
     if workdir is None:
@@ -685,7 +747,9 @@ def build_facility_booklet(res, lang: str, out_pdf: str, charts: dict | None = N
     try:
         _prepare(workdir)
         _copy_charts(charts, os.path.join(workdir, "charts"))
-        pdf = _compile(workdir, "booklet.typ", facility_data(res, lang, charts, settings))
+        if data is None:
+            data = facility_data(res, lang, charts, settings)
+        pdf = _compile(workdir, "booklet.typ", data)
         atomic_write(out_pdf, pdf, force=True)
     finally:
         if tmp:
@@ -746,8 +810,11 @@ def pd_sum(series) -> float:
 
 
 def programme_data(results_list, lang: str, table, summary: dict | None, settings: dict,
-                   facility_charts: dict, programme_charts: dict | None, available: bool) -> dict:
-    """The programme booklet's data (strings); ``facility_charts`` maps facility id → charts."""
+                   facility_charts: dict, programme_charts: dict | None, available: bool,
+                   facility_datas: dict | None = None) -> dict:
+    """The programme booklet's data (strings); ``facility_charts`` maps facility id → charts;
+    ``facility_datas`` (optional) facility id → ``facility_data(...)`` already computed for the
+    facility booklets (its charts then re-based to the chapter's folder)."""
     lang = "vi" if lang == "vi" else "en"
     L = labels(lang)
     fmt = Fmt(lang)
@@ -804,11 +871,14 @@ def programme_data(results_list, lang: str, table, summary: dict | None, setting
     name = _text(settings.get("name_vi" if lang == "vi" else "name_en")) or L["programme_kind"]
     facilities = []
     for res in results_list:
-        d = facility_data(res, lang, facility_charts.get(res.ws.id), settings,
-                          chart_dir=f"charts/{_chart_folder(res.ws.id)}")
+        folder = f"charts/{_chart_folder(res.ws.id)}"
+        known = (facility_datas or {}).get(res.ws.id)
+        if known is not None:
+            d = dict(known, charts={k: dict(v, path=f"{folder}/{k}.svg") for k, v in known["charts"].items()})
+        else:
+            d = facility_data(res, lang, facility_charts.get(res.ws.id), settings, chart_dir=folder)
         facilities.append(d)
-    prog_charts = {k: f"charts/_programme/{k}.svg" for k, v in (programme_charts or {}).items()
-                   if v and v.get("svg") and os.path.exists(v["svg"])}
+    prog_charts = _chart_refs(programme_charts, "charts/_programme")
     return {
         "lang": lang, "L": L, "name": _wrap(name), "year": _text(settings.get("year")),
         "province": _wrap(settings.get("province")), "kind": L["programme_kind"],
@@ -831,12 +901,14 @@ def _chart_folder(fid: str) -> str:
 
 def build_programme_booklet(results_list, lang: str, out_pdf: str, table=None, summary=None,
                             settings: dict | None = None, facility_charts: dict | None = None,
-                            programme_charts: dict | None = None, workdir: str | None = None) -> str:
+                            programme_charts: dict | None = None, workdir: str | None = None,
+                            facility_datas: dict | None = None) -> str:
     """Write the programme booklet: cover, programme summary, one chapter per facility.
 
     ``table``/``summary`` come from :func:`cpa.programme.programme_table` /
     ``programme_summary``; when None the booklet uses :func:`fallback_programme_table` and says
-    so. ``facility_charts`` maps facility id → ``render_facility_charts`` output.
+    so. ``facility_charts`` maps facility id → ``render_facility_charts`` output;
+    ``facility_datas`` (optional) facility id → the facility booklet's ``facility_data``.
     """
     settings = dict(settings or {})
     available = table is not None
@@ -852,7 +924,7 @@ def build_programme_booklet(results_list, lang: str, out_pdf: str, table=None, s
             _copy_charts(facility_charts.get(res.ws.id), os.path.join(workdir, "charts", _chart_folder(res.ws.id)))
         _copy_charts(programme_charts, os.path.join(workdir, "charts", "_programme"))
         data = programme_data(results_list, lang, table, summary, settings, facility_charts,
-                              programme_charts, available)
+                              programme_charts, available, facility_datas)
         pdf = _compile(workdir, "programme.typ", data)
         atomic_write(out_pdf, pdf, force=True)
     finally:

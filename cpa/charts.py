@@ -6,11 +6,17 @@ the chart does not apply (no options yet, no waste costs...). Charts never compu
 indicators, costs or savings: they only select, sort, scale and label what the bundle holds
 (a test holds this).
 
-Style: one quiet palette, DejaVu Sans (ships with matplotlib), sizes for an A4 booklet (full
-width 17 cm), numbers in the booklet's language through :func:`cpa.numbers.format_number`
-(``vi``: ``1.234,5``; ``en``: ``1,234.5``), user text printed literally (no mathtext) and wrapped
-to the space it has. Layouts are fixed in centimetres and computed from measured text widths,
-so a chart is drawn once when saved (no tight-layout loops).
+Style: one quiet palette, DejaVu Sans (ships with matplotlib), numbers in the booklet's
+language through :func:`cpa.numbers.format_number` (``vi``: ``1.234,5``; ``en``: ``1,234.5``),
+user text printed literally (no mathtext) and wrapped to the space it has. Every chart takes
+``width_cm`` (default 17 cm, the full width of an A4 page) and is laid out for it in
+centimetres from measured text widths, so its text sizes are the printed sizes when it is
+placed at that width (tick labels 6.5 pt, other text ≥ 7 pt); below :data:`COMPACT_W` a chart
+uses its compact layout (a half-page column). No tight-layout loops.
+
+The charts are drawn on a canvas in centimetres (:class:`_Canvas`, no Axes) that a
+:class:`_CanvasFigure` keeps as a list of shapes and texts: written to SVG directly
+(:func:`_svg_direct`), or turned into matplotlib artists when matplotlib draws the figure.
 
 Use :func:`save_figure` to write a chart: it writes PNG (300 dpi) and SVG (text kept as text)
 atomically, inside the chart style.
@@ -63,13 +69,18 @@ KIND_COLOURS = {
 BUCKET_COLOURS = ("#e3f0e6", "#eef4e2", "#faf3e0", "#f9ece8")
 
 FONT = "DejaVu Sans"
-SIZE = 7.5        # body text of charts [pt]
-SMALL = 6.5
+# Text sizes [pt] as printed: every chart is drawn at the width the booklet places it (no
+# scaling), so these are the sizes on paper. Tick labels ≥ 6.5 pt, every other text ≥ 7 pt.
+SIZE = 7.5        # names (bold), body text
+SMALL = 7.0       # value labels, legends, axis labels, notes
+TICK = 6.5        # tick labels only
 TITLE = 9.0
+#: Below this width [cm] a chart uses its compact layout (a half-page column of the booklet).
+COMPACT_W = 12.0
 
 STYLE = {
     "font.family": FONT, "font.size": SIZE, "axes.titlesize": SIZE, "axes.labelsize": SIZE,
-    "xtick.labelsize": SMALL, "ytick.labelsize": SMALL, "legend.fontsize": SMALL,
+    "xtick.labelsize": TICK, "ytick.labelsize": TICK, "legend.fontsize": SMALL,
     "text.color": INK, "axes.labelcolor": INK, "axes.edgecolor": LIGHT, "axes.linewidth": 0.6,
     "xtick.color": MUTED, "ytick.color": MUTED, "xtick.major.width": 0.5, "ytick.major.width": 0.5,
     "xtick.major.size": 2.5, "ytick.major.size": 2.5, "axes.spines.top": False,
@@ -84,6 +95,8 @@ T = {
     "en": {
         "before_after_specific": "Consumption per unit of product: before and after cleaner production",
         "before_after_absolute": "Annual consumption and wastes: before and after cleaner production",
+        "before_after_specific_short": "Per unit of product: before and after CP",
+        "before_after_absolute_short": "Annual totals: before and after CP",
         "annualised": "Period totals annualised to one year of operation.",
         "per_unit": "per {unit} of {product}",
         "expected": "No monitoring period yet: the results are expected after the options are implemented.",
@@ -113,6 +126,7 @@ T = {
         "other_in": "Other inputs", "other_out": "Other outputs", "unaccounted": "Unaccounted",
         "flow_title": "Process flow chart",
         "flow_sub": "Inputs and outputs from outside, baseline period: {period}.",
+        "flow_sub_compact": "Steps in process order; the inputs and outputs of each step are in the balance tables.",
         "in": "In:", "out": "Out:", "utilities": "Utilities",
         "prog_change_title": "Change in consumption per unit of product, by facility",
         "prog_change_axis": "Reduction per unit of product [%]  (negative: an increase)",
@@ -128,6 +142,8 @@ T = {
     "vi": {
         "before_after_specific": "Tiêu thụ trên một đơn vị sản phẩm: trước và sau sản xuất sạch hơn",
         "before_after_absolute": "Tiêu thụ và chất thải hằng năm: trước và sau sản xuất sạch hơn",
+        "before_after_specific_short": "Trên một đơn vị sản phẩm: trước và sau SXSH",
+        "before_after_absolute_short": "Tổng hằng năm: trước và sau SXSH",
         "annualised": "Số liệu của mỗi giai đoạn được quy đổi ra một năm hoạt động.",
         "per_unit": "trên một {unit} {product}",
         "expected": "Chưa có giai đoạn giám sát: kết quả sẽ có sau khi thực hiện các giải pháp.",
@@ -157,6 +173,7 @@ T = {
         "other_in": "Đầu vào khác", "other_out": "Đầu ra khác", "unaccounted": "Không xác định",
         "flow_title": "Sơ đồ quy trình sản xuất",
         "flow_sub": "Đầu vào và đầu ra (từ bên ngoài) trong giai đoạn cơ sở: {period}.",
+        "flow_sub_compact": "Các công đoạn theo thứ tự quy trình; đầu vào và đầu ra của từng công đoạn: xem các bảng cân bằng.",
         "in": "Vào:", "out": "Ra:", "utilities": "Phụ trợ",
         "prog_change_title": "Thay đổi mức tiêu thụ trên một đơn vị sản phẩm của từng cơ sở",
         "prog_change_axis": "Mức giảm trên một đơn vị sản phẩm [%]  (âm: tăng)",
@@ -174,6 +191,20 @@ T = {
 SECTORS_VI = {"textile": "Dệt nhuộm", "food": "Thực phẩm", "paper": "Giấy", "metal": "Kim loại",
               "chemical": "Hóa chất", "ceramics": "Gốm sứ", "rubber": "Cao su", "seafood": "Thủy sản",
               "brick": "Gạch", "cassava": "Tinh bột sắn", "plastics": "Nhựa"}
+
+
+def _sector_label(sector: str, lang: str) -> str:
+    """A sector's name in ``lang`` (the worksheet schema's labels, else :data:`SECTORS_VI`)."""
+    try:
+        from cpa.schema import choices
+
+        for c in choices("sector"):
+            if c.id == sector:
+                text = c.vi if lang == "vi" else c.en
+                return text[:1].upper() + text[1:]
+    except Exception:  # noqa: BLE001 - a label is never worth a crash
+        pass
+    return SECTORS_VI.get(sector, sector) if lang == "vi" else str(sector)
 
 
 def _t(lang: str, key: str, **kw) -> str:
@@ -320,8 +351,40 @@ def percent_formatter(lang: str):
     return FuncFormatter(lambda x, pos=None: _pct(x, lang, 0, sign=False))
 
 
+class _CanvasFigure(Figure):
+    """A figure whose canvas drawing (:class:`_Canvas`) is kept as a list of operations until
+    matplotlib draws it: a figure with nothing else is written to SVG directly
+    (:func:`_svg_direct`, no artists built and drawn); otherwise, or for Agg, the operations
+    become ordinary matplotlib artists first."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self._cpa_ops: list = []
+
+    def _cpa_materialize(self):
+        ops, self._cpa_ops = self._cpa_ops, []
+        for op in ops:
+            if op[0] == "text":
+                _k, x, y, text, kw, trans = op
+                if kw.get("rotation"):
+                    kw = {"rotation_mode": "anchor", **kw}
+                Figure.text(self, x, y, text, transform=trans, **kw)
+            else:
+                self.add_artist(op[1])
+
+    def draw(self, renderer):
+        if self._cpa_ops:
+            self._cpa_materialize()
+        return super().draw(renderer)
+
+    def _cpa_pure(self) -> bool:
+        """Only canvas operations: no Axes, no other artists."""
+        return bool(self._cpa_ops) and not (self.axes or self.texts or self.patches or self.lines
+                                            or self.artists or self.images or self.legends)
+
+
 def _figure(width_cm: float, height_cm: float) -> Figure:
-    fig = Figure(figsize=(width_cm * CM, height_cm * CM), dpi=100)
+    fig = _CanvasFigure(figsize=(width_cm * CM, height_cm * CM), dpi=100)
     fig.patch.set_facecolor("white")
     return fig
 
@@ -332,18 +395,316 @@ def _axes_cm(fig, left, bottom, right, top):
     return fig.add_axes([left / w, bottom / h, (w - left - right) / w, (h - bottom - top) / h])
 
 
-def _title(fig, title: str, subtitle: str = "", top_cm: float = 0.25) -> float:
-    """Title (and subtitle) at the top left; returns the height used [cm]."""
-    w, h = fig.get_size_inches() / CM
-    t = wrap(title, (w - 0.4) / PT_CM, TITLE, 2, bold=True)
-    y = h - top_cm
-    fig.text(0.15 / w, y / h, t, ha="left", va="top", fontsize=TITLE, weight="bold", color=INK)
+def _head_lines(width: float, title: str, subtitle: str = ""):
+    t = wrap(title, (width - 0.3) / PT_CM, TITLE, 2, bold=True)
+    s = wrap(subtitle, (width - 0.3) / PT_CM, SMALL, 3) if subtitle else ""
+    return t, s
+
+
+def head_height(width: float, title: str, subtitle: str = "", top_cm: float = 0.2) -> float:
+    """Height [cm] taken by :func:`_title` for this title and subtitle at this width."""
+    t, s = _head_lines(width, title, subtitle)
     used = top_cm + _lines(t) * line_height(TITLE) * PT_CM
-    if subtitle:
-        s = wrap(subtitle, (w - 0.4) / PT_CM, SMALL, 3)
-        fig.text(0.15 / w, (h - used - 0.08) / h, s, ha="left", va="top", fontsize=SMALL, color=MUTED)
+    if s:
         used += 0.08 + _lines(s) * line_height(SMALL) * PT_CM
     return used + 0.15
+
+
+def _title(fig, title: str, subtitle: str = "", top_cm: float = 0.2) -> float:
+    """Title (and subtitle) at the top left; returns the height used [cm]."""
+    w, h = fig.get_size_inches() / CM
+    t, s = _head_lines(w, title, subtitle)
+    cv = _Canvas(fig)
+    y = h - top_cm
+    cv.text(0.12, y, t, ha="left", va="top", fontsize=TITLE, weight="bold", color=INK)
+    used = top_cm + _lines(t) * line_height(TITLE) * PT_CM
+    if s:
+        cv.text(0.12, h - used - 0.08, s, ha="left", va="top", fontsize=SMALL, color=MUTED)
+        used += 0.08 + _lines(s) * line_height(SMALL) * PT_CM
+    return used + 0.15
+
+
+class _Canvas:
+    """Draws on a figure in centimetres (origin at the bottom left) with no Axes: an Axes costs
+    ~30 ms to build (ticks, spines) and more to draw, a figure-level artist almost nothing.
+    On a :class:`_CanvasFigure` the drawing is recorded (see there); on another figure the
+    artists are added at once."""
+
+    def __init__(self, fig):
+        from matplotlib.transforms import Affine2D
+
+        self.fig = fig
+        self.transData = Affine2D().scale(CM) + fig.dpi_scale_trans
+        self._ops = getattr(fig, "_cpa_ops", None)
+
+    def text(self, x, y, s, **kw):
+        if self._ops is not None and "transform" not in kw:
+            self._ops.append(("text", x, y, s, kw, self.transData))
+            return None
+        return self.fig.text(x, y, s, **{"transform": self.transData, **kw})
+
+    def _add(self, artist):
+        if self._ops is not None:
+            self._ops.append(("artist", artist))
+        else:
+            self.fig.add_artist(artist)
+        return artist
+
+    def add_patch(self, patch):
+        patch.set_transform(self.transData)
+        return self._add(patch)
+
+    def plot(self, xs, ys, **kw):
+        from matplotlib.lines import Line2D
+
+        return self._add(Line2D(xs, ys, transform=self.transData, **kw))
+
+    def arrow(self, xa, ya, xb, yb, colour=INK, lw=0.8, dashed=False, zorder=2):
+        from matplotlib.patches import FancyArrowPatch
+
+        p = FancyArrowPatch((xa, ya), (xb, yb), arrowstyle="-|>,head_length=0.35,head_width=0.18",
+                            color=colour, lw=lw, shrinkA=0, shrinkB=0, mutation_scale=SIZE,
+                            linestyle=(0, (3, 2)) if dashed else "-", zorder=zorder)
+        p._cpa_arrow = (xa, ya, xb, yb, colour, lw, dashed)
+        self.add_patch(p)
+
+    def circle(self, x, y, r_cm, **kw):
+        return self.add_patch(matplotlib.patches.Circle((x, y), r_cm, **kw))
+
+
+# -- direct SVG for figures drawn on a canvas only ----------------------------------------------
+
+_HATCH = ('<defs><pattern id="hatch" patternUnits="userSpaceOnUse" width="4" height="4">'
+          '<path d="M-1,1 l2,-2 M0,4 l4,-4 M3,5 l2,-2" stroke="#8a8a8a" stroke-width="0.5"/></pattern></defs>')
+
+
+def _esc(text: str) -> str:
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def _n(v: float) -> str:
+    return f"{v:.2f}".rstrip("0").rstrip(".") if v == v else "0"
+
+
+def _paint(rgba, prefix: str) -> str:
+    from matplotlib.colors import to_hex
+
+    if rgba is None or rgba[3] == 0:
+        return f' {prefix}="none"'
+    out = f' {prefix}="{to_hex(rgba)}"'
+    if rgba[3] < 1:
+        out += f' {prefix}-opacity="{_n(rgba[3])}"'
+    return out
+
+
+def _dashes(artist) -> str:
+    pat = getattr(artist, "_dash_pattern", (0, None))
+    if not pat or pat[1] is None:
+        return ""
+    return f' stroke-dasharray="{",".join(_n(v) for v in pat[1])}"'
+
+
+def _svg_path(path, H: float) -> str:
+    """A matplotlib path in cm (y up) as SVG path data in pt (y down)."""
+    from matplotlib.path import Path
+
+    k = 1 / PT_CM
+    d = []
+    for verts, code in path.iter_segments(simplify=False, curves=True):
+        pts = " ".join(f"{_n(verts[i] * k)},{_n(H - verts[i + 1] * k)}" for i in range(0, len(verts), 2))
+        d.append({Path.MOVETO: "M", Path.LINETO: "L", Path.CURVE3: "Q", Path.CURVE4: "C"}.get(code, "Z") +
+                 ("" if code == Path.CLOSEPOLY else pts))
+    return "".join(d)
+
+
+def _svg_patch(p, H: float) -> str:
+    from matplotlib.colors import to_rgba
+
+    arrow = getattr(p, "_cpa_arrow", None)
+    k = 1 / PT_CM
+    if arrow is not None:  # "-|>" arrow: a line to the base of a filled triangle
+        xa, ya, xb, yb, colour, lw, dashed = arrow
+        col = to_rgba(colour)
+        x0, y0, x1, y1 = xa * k, H - ya * k, xb * k, H - yb * k
+        length = math.hypot(x1 - x0, y1 - y0) or 1e-9
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        hl, hw = 0.35 * SIZE, 0.18 * SIZE
+        bx, by = x1 - ux * hl, y1 - uy * hl
+        dash = f' stroke-dasharray="{_n(3 * lw)},{_n(2 * lw)}"' if dashed else ""
+        return (f'<path d="M{_n(x0)},{_n(y0)}L{_n(bx)},{_n(by)}" fill="none"{_paint(col, "stroke")}'
+                f' stroke-width="{_n(lw)}"{dash}/>'
+                f'<path d="M{_n(x1)},{_n(y1)}L{_n(bx - uy * hw)},{_n(by + ux * hw)}L{_n(bx + uy * hw)},'
+                f'{_n(by - ux * hw)}Z"{_paint(col, "fill")}{_paint(col, "stroke")} stroke-width="{_n(lw)}"/>')
+    path = p.get_patch_transform().transform_path(p.get_path())
+    d = _svg_path(path, H)
+    fill = p.get_facecolor() if p.get_fill() else None
+    lw = p.get_linewidth()
+    stroke = p.get_edgecolor() if lw > 0 else None
+    out = f'<path d="{d}"{_paint(fill, "fill")}{_paint(stroke, "stroke")}'
+    if stroke is not None and stroke[3] > 0:
+        cap = {"butt": "butt", "round": "round", "projecting": "square"}.get(str(p.get_capstyle()), "butt")
+        out += f' stroke-width="{_n(lw)}" stroke-linecap="{cap}"{_dashes(p)}'
+    out += "/>"
+    if p.get_hatch():
+        out += f'<path d="{d}" fill="url(#hatch)" stroke="none"/>'
+    return out
+
+
+def _svg_line(line, H: float) -> str:
+    from matplotlib.colors import to_rgba
+
+    k = 1 / PT_CM
+    xs, ys = line.get_xdata(), line.get_ydata()
+    d = "M" + "L".join(f"{_n(x * k)},{_n(H - y * k)}" for x, y in zip(xs, ys, strict=True))
+    col = to_rgba(line.get_color(), line.get_alpha())
+    cap = {"butt": "butt", "round": "round", "projecting": "square"}.get(str(line.get_solid_capstyle()), "butt")
+    return (f'<path d="{d}" fill="none"{_paint(col, "stroke")} stroke-width="{_n(line.get_linewidth())}"'
+            f' stroke-linecap="{cap}"{_dashes(line)}/>')
+
+
+def _svg_text(x, y, text, kw, H: float) -> str:
+    """A (multi-line) text laid out as matplotlib 3.11 does: each line ``linespacing × size``
+    high (DejaVu Sans' typographic ascent + descent = 1 em), its baseline where the line's
+    ink is centred; aligned by its whole block (for a rotated text, in its own frame:
+    ``rotation_mode="anchor"``)."""
+    from matplotlib.colors import to_rgba
+
+    if not text:
+        return ""
+    size = float(kw.get("fontsize", SIZE))
+    ls = float(kw.get("linespacing", 1.2))
+    ha, va = kw.get("ha", "left"), kw.get("va", "baseline")
+    rot = float(kw.get("rotation", 0) or 0)
+    lines = str(text).split("\n")
+    lh = ls * size
+    total = lh * len(lines)
+    k = 1 / PT_CM
+    px, py = x * k, H - y * k
+    # the block's top relative to the anchor, in the text's own frame (y down)
+    top = {"top": 0.0, "bottom": -total, "center": -total / 2}.get(va)
+    first = (lh + 0.62 * size) / 2  # baseline below the top of a line (cap height 0.73 em, descent 0.11 em)
+    if top is None:  # baseline
+        top = -first
+    anchor = {"left": "start", "center": "middle", "right": "end"}.get(ha, "start")
+    weight = kw.get("weight", kw.get("fontweight", "normal"))
+    style_ = kw.get("style", kw.get("fontstyle", "normal"))
+    col = to_rgba(kw.get("color", INK))
+    attrs = f' font-size="{_n(size)}" font-family="DejaVu Sans"'
+    if weight not in ("normal", 400):
+        attrs += ' font-weight="bold"'
+    if style_ == "italic":
+        attrs += ' font-style="italic"'
+    out = ""
+    bbox = kw.get("bbox")
+    if bbox:
+        w = max(text_width(line, size, weight == "bold") for line in lines) / 1.07
+        pad = float(bbox.get("pad", 4))
+        x0 = -(w / 2 if ha == "center" else w if ha == "right" else 0) - pad
+        fc = to_rgba(bbox.get("facecolor", "white"), bbox.get("alpha"))
+        out += (f'<rect x="{_n(x0)}" y="{_n(top - pad)}" width="{_n(w + 2 * pad)}" height="{_n(total + 2 * pad)}"'
+                f'{_paint(fc, "fill")} stroke="none"/>')
+    spans = "".join(f'<tspan x="0" y="{_n(top + i * lh + first)}">{_esc(line)}</tspan>'
+                    for i, line in enumerate(lines))
+    out += f'<text text-anchor="{anchor}"{attrs}{_paint(col, "fill")}>{spans}</text>'
+    turn = f" rotate({_n(-rot)})" if rot else ""
+    gid = f' id="{_esc(kw["gid"])}"' if kw.get("gid") else ""
+    return f'<g{gid} transform="translate({_n(px)},{_n(py)}){turn}">{out}</g>'
+
+
+def _svg_direct(fig) -> bytes:
+    """The SVG of a figure drawn on a canvas only: what matplotlib's SVG backend writes for it
+    (the same shapes, text as text in DejaVu Sans), an order of magnitude faster."""
+    from matplotlib.lines import Line2D
+
+    W, H = (float(v) * 72 for v in fig.get_size_inches())
+    items = []
+    for i, op in enumerate(fig._cpa_ops):
+        if op[0] == "text":
+            z = op[4].get("zorder", 3)
+            items.append((z, i, lambda op=op: _svg_text(op[1], op[2], op[3], op[4], H)))
+        else:
+            a = op[1]
+            if not a.get_visible():
+                continue
+            if isinstance(a, Line2D):
+                items.append((a.get_zorder(), i, lambda a=a: _svg_line(a, H)))
+            else:
+                items.append((a.get_zorder(), i, lambda a=a: _svg_patch(a, H)))
+    items.sort(key=lambda t: (t[0], t[1]))
+    body = "".join(f() for _z, _i, f in items)
+    head = (f'<?xml version="1.0" encoding="utf-8" standalone="no"?>\n'
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{_n(W)}pt" height="{_n(H)}pt" '
+            f'viewBox="0 0 {_n(W)} {_n(H)}" version="1.1" xml:space="preserve">\n'
+            f'{_HATCH if "url(#hatch)" in body else ""}'
+            f'<rect width="{_n(W)}" height="{_n(H)}" fill="#ffffff"/>\n')
+    return (head + body + "\n</svg>\n").encode("utf-8")
+
+
+def _legend(cv, items, x0: float, x1: float, y: float, size: float = SMALL) -> float:
+    """Legend entries flowing left to right, wrapping to new rows within [x0, x1] [cm].
+
+    ``items``: (symbol width [cm], draw(x, y_centre), text, text colour). Starts with the centre
+    of the first row at ``y``; returns the centre of the last row.
+    """
+    x = x0
+    row_h = max(0.4, line_height(size) * PT_CM + 0.1)
+    for sym_w, draw, text, colour in items:
+        w = sym_w + 0.12 + text_width(text, size) * PT_CM
+        if x > x0 and x + w > x1:
+            x, y = x0, y - row_h
+        draw(x, y)
+        cv.text(x + sym_w + 0.12, y, text, va="center", ha="left", fontsize=size, color=colour)
+        x += w + 0.45
+    return y
+
+
+def _legend_height(items, x0: float, x1: float, size: float = SMALL) -> float:
+    """Rows × row height of :func:`_legend` for these items [cm]."""
+    x, rows = x0, 1
+    for sym_w, _d, text, _c in items:
+        w = sym_w + 0.12 + text_width(text, size) * PT_CM
+        if x > x0 and x + w > x1:
+            x, rows = x0, rows + 1
+        x += w + 0.45
+    return rows * max(0.4, line_height(size) * PT_CM + 0.1)
+
+
+def _swatch(cv, colour, w=0.3, h=0.22, **kw):
+    def draw(x, y):
+        cv.add_patch(matplotlib.patches.Rectangle((x, y - h / 2), w, h, facecolor=colour,
+                                                  edgecolor=kw.get("edgecolor", "none"), hatch=kw.get("hatch"),
+                                                  linewidth=kw.get("linewidth", 0)))
+    return (w, draw)
+
+
+TICK_LEN = 2.5 * PT_CM  # [cm] major tick marks (xtick.major.size)
+
+
+def _tick_values(lo: float, hi: float, length_cm: float, per_cm: float = 1.3) -> list[float]:
+    """Round tick values in [lo, hi], at most one per ``per_cm`` centimetres."""
+    loc = matplotlib.ticker.MaxNLocator(nbins=max(2, int(length_cm / per_cm)), steps=[1, 2, 2.5, 5, 10])
+    eps = (hi - lo) * 1e-9
+    return [float(t) for t in loc.tick_values(lo, hi) if lo - eps <= t <= hi + eps]
+
+
+def _x_axis(cv, X, ticks, labels, x0, x1, y0, y1, grid=GRID, grid_lw=0.5):
+    """A value axis along the bottom of the plot area [x0, x1] × [y0, y1] (cm): grid lines,
+    the axis line, tick marks and tick labels (drawn on the canvas, no Axes)."""
+    for i, (t, lab) in enumerate(zip(ticks, labels, strict=True)):
+        x = X(t)
+        if grid:
+            cv.plot([x, x], [y0, y1], color=grid, lw=grid_lw, zorder=0.5)
+        cv.plot([x, x], [y0, y0 - TICK_LEN], color=MUTED, lw=0.5, zorder=2)
+        cv.text(x, y0 - TICK_LEN - 0.07, lab, ha="center", va="top", fontsize=TICK, color=MUTED,
+                gid=f"xtick_{i + 1}")
+    cv.plot([x0, x1], [y0, y0], color=LIGHT, lw=0.6, zorder=2.5, solid_capstyle="butt")
+
+
+def _ticks(ax, axis: str, length_cm: float, per_cm: float = 1.3):
+    """At most one major tick per ``per_cm`` centimetres on ``axis`` (labels never collide)."""
+    loc = matplotlib.ticker.MaxNLocator(nbins=max(2, int(length_cm / per_cm)), steps=[1, 2, 2.5, 5, 10])
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(loc)
 
 
 def _name(row: dict, lang: str, base: str = "name") -> str:
@@ -354,10 +715,20 @@ def _name(row: dict, lang: str, base: str = "name") -> str:
     return str(en) if ok(en) else str(vi) if ok(vi) else str(row.get("id", ""))
 
 
+#: While :func:`render_facility_charts` runs: id(table) → (table, its records). The charts of
+#: one facility read the same tables many times, and ``to_dict`` is the slow part of reading.
+_MEMO: dict | None = None
+
+
 def _records(df) -> list[dict]:
     if df is None or not len(df):
         return []
-    return df.to_dict("records")
+    if _MEMO is None:
+        return df.to_dict("records")
+    hit = _MEMO.get(id(df))
+    if hit is None or hit[0] is not df:
+        hit = _MEMO[id(df)] = (df, df.to_dict("records"))
+    return list(hit[1])  # a new list: callers sort it
 
 
 def _streams(res) -> dict:
@@ -443,105 +814,173 @@ def _before_after_rows(res, lang: str, specific: bool):
     return panels, periods
 
 
-def before_after(res, lang: str = "en", specific: bool = True):
-    """Baseline against each monitoring period, per resource: small multiples with % change.
+def before_after(res, lang: str = "en", specific: bool = True, width_cm: float = FULL_W):
+    """Baseline against each monitoring period, per resource, with the % change.
 
-    One panel per indicator of ``res.indicators``: energy [GJ], electricity [kWh], fresh water
-    [m³], each main material, wastewater, solid and hazardous waste and CO₂e; per unit of the
-    reference product when ``specific`` (the official yardstick), else annualised totals
-    (value × the period's annual factor). With no monitoring period the baseline is shown alone
-    and the chart says that results are expected. Returns None when there are no indicators.
+    One panel (or, below :data:`COMPACT_W`, one row) per indicator of ``res.indicators``:
+    energy [GJ], electricity [kWh], fresh water [m³], each main material, wastewater, solid and
+    hazardous waste and CO₂e; per unit of the reference product when ``specific`` (the official
+    yardstick), else annualised totals (value × the period's annual factor). With no monitoring
+    period the baseline is shown alone and the chart says that results are expected. Drawn
+    ``width_cm`` wide. Returns None when there are no indicators.
     """
     with style():
         panels, periods = _before_after_rows(res, lang, specific)
         if not panels:
             return None
-        n = len(panels)
-        ncol = n if n <= 4 else 4 if n <= 8 else 5
-        nrow = math.ceil(n / ncol)
-        width = FULL_W
         only_base = len(periods) == 1
         prod = ""
         if specific:
             ref = res.ws.facility.get("reference_product") or ""
             sr = _streams(res).get(ref, {"id": ref})
             prod = _name(sr, lang)
-        title = _t(lang, "before_after_specific" if specific else "before_after_absolute")
+        key = "before_after_specific" if specific else "before_after_absolute"
+        title = _t(lang, key + ("_short" if width_cm < COMPACT_W else ""))
         sub = _t(lang, "annualised") if not specific else (
             ("Sản phẩm chuẩn: " if lang == "vi" else "Reference product: ") + prod)
         if only_base:
             sub += "  " + _t(lang, "expected")
-        panel_h = 4.0
-        legend_h = 0.55
-        fig = _figure(width, 1.0)  # height set below
-        head = 0.25 + line_height(TITLE) * PT_CM * _lines(wrap(title, (width - 0.4) / PT_CM, TITLE, 2, True)) \
-            + 0.1 + line_height(SMALL) * PT_CM * _lines(wrap(sub, (width - 0.4) / PT_CM, SMALL, 3)) + 0.25
-        height = head + legend_h + nrow * panel_h + 0.2
-        fig.set_size_inches(width * CM, height * CM)
-        _title(fig, title, sub)
-        # legend: one patch per period
-        labels = [(_t(lang, "baseline_p") + ": " + _period_label(res, periods[0], lang), BASE)]
+        colours = [BASE] + [AFTER[i % len(AFTER)] for i in range(len(periods) - 1)]
+        legend = [(_t(lang, "baseline_p") + ": " + _period_label(res, periods[0], lang), BASE)]
         for i, p in enumerate(periods[1:]):
-            labels.append((_t(lang, "monitoring_p") + ": " + _period_label(res, p, lang), AFTER[i % len(AFTER)]))
-        x = 0.2
-        y = height - head - 0.3
-        for text, colour in labels:
-            text = wrap(text, 7.5 / PT_CM, SMALL, 1)
-            fig.patches.append(matplotlib.patches.Rectangle(
-                (x / width, (y - 0.12) / height), 0.3 / width, 0.25 / height, transform=fig.transFigure,
-                facecolor=colour, edgecolor="none"))
-            fig.text((x + 0.4) / width, y / height, text, va="center", ha="left", fontsize=SMALL, color=INK)
-            x += 0.4 + text_width(text, SMALL) * PT_CM + 0.6
-        col_w = (width - 0.3) / ncol
-        top0 = height - head - legend_h
-        nper = len(periods)
-        # one canvas in cm for all panels: one axes is far cheaper than one per panel
-        cv = fig.add_axes([0, 0, 1, 1])
-        cv.set_xlim(0, width)
-        cv.set_ylim(0, height)
-        cv.set_axis_off()
-        from matplotlib.patches import Rectangle
+            legend.append((_t(lang, "monitoring_p") + ": " + _period_label(res, p, lang), AFTER[i % len(AFTER)]))
+        if width_cm < COMPACT_W:
+            return _before_after_rows_chart(panels, periods, colours, legend, title, sub, only_base, lang, width_cm)
+        return _before_after_panels(panels, periods, colours, legend, title, sub, only_base, lang, width_cm)
 
-        colours = [BASE] + [AFTER[i % len(AFTER)] for i in range(nper - 1)]
-        lh_s = line_height(SMALL) * PT_CM
-        for k, (label, unit, vals) in enumerate(panels):
-            r, c = divmod(k, ncol)
-            left = 0.25 + c * col_w + 0.1
-            pw = col_w - 0.45
-            top = top0 - r * panel_h
-            name = wrap(label, pw / PT_CM, SIZE, 2, bold=True)
-            name_h = _lines(name) * line_height(SIZE) * PT_CM
-            cv.text(left, top - 0.15, name, ha="left", va="top", fontsize=SIZE, weight="bold")
-            cv.text(left, top - 0.15 - name_h, unit, ha="left", va="top", fontsize=SMALL, color=MUTED)
-            y0 = top - panel_h + 0.3  # bar base line
-            y1 = top - 0.15 - name_h - lh_s - 0.15 - 2 * lh_s  # room for the two labels above
-            heights = [v if v == v else 0.0 for v in vals]
-            vmax = max([abs(v) for v in heights] + [1e-12])
-            slot = pw / max(nper, 2)
-            bw = slot * 0.62
-            x_first = left + (pw - slot * nper) / 2
-            cv.plot([left, left + pw], [y0, y0], color=LIGHT, lw=0.6, solid_capstyle="butt")
-            base_v = vals[0]
-            for i, v in enumerate(vals):
-                xc = x_first + slot * (i + 0.5)
-                if v != v:
-                    cv.text(xc, y0 + 0.05, "—", ha="center", va="bottom", fontsize=SMALL, color=MUTED)
-                    continue
-                h = max(v, 0.0) / vmax * (y1 - y0)
-                cv.add_patch(Rectangle((xc - bw / 2, y0), bw, h, facecolor=colours[i], edgecolor="none"))
-                ty = y0 + h + 0.06
-                cv.text(xc, ty, _fmt(v, lang), ha="center", va="bottom", fontsize=SMALL, color=INK)
-                if i > 0 and base_v == base_v and base_v != 0:
-                    ch = 100.0 * (v - base_v) / abs(base_v)
-                    colour = GOOD if ch < 0 else BAD if ch > 0 else MUTED
-                    cv.text(xc, ty + lh_s, _pct(ch, lang), ha="center", va="bottom", fontsize=SMALL,
-                            color=colour, weight="bold")
-            if only_base:
-                xc = x_first + slot * 1.5
-                cv.add_patch(Rectangle((xc - bw / 2, y0), bw, (y1 - y0) * 0.5, facecolor="none",
-                                       edgecolor=LIGHT, lw=0.6, linestyle=(0, (2, 2))))
-                cv.text(xc, y0 + (y1 - y0) * 0.25, "?", ha="center", va="center", fontsize=SIZE, color=LIGHT)
-        return fig
+
+def _legend_items(cv, legend, max_w):
+    return [(*_swatch(cv, colour), wrap(text, max_w / PT_CM, SMALL, 1), INK) for text, colour in legend]
+
+
+def _before_after_panels(panels, periods, colours, legend, title, sub, only_base, lang, width):
+    """Small multiples: one panel of bars per indicator (full width)."""
+    from matplotlib.patches import Rectangle
+
+    n = len(panels)
+    ncol = max(1, min(n if n <= 4 else 4 if n <= 8 else 5, int(width / 3.0)))
+    nrow = math.ceil(n / ncol)
+    panel_h = 3.6
+    head = head_height(width, title, sub)
+    fig = _figure(width, 1.0)
+    cv = _Canvas(fig)
+    items = _legend_items(cv, legend, width / 2)
+    legend_h = _legend_height(items, 0.2, width - 0.2) + 0.1
+    height = head + legend_h + nrow * panel_h + 0.15
+    fig.set_size_inches(width * CM, height * CM)
+    _title(fig, title, sub)
+    _legend(cv, items, 0.2, width - 0.2, height - head - 0.2)
+    col_w = (width - 0.3) / ncol
+    top0 = height - head - legend_h
+    nper = len(periods)
+    lh_s = line_height(SMALL) * PT_CM
+    for k, (label, unit, vals) in enumerate(panels):
+        r, c = divmod(k, ncol)
+        left = 0.25 + c * col_w + 0.1
+        pw = col_w - 0.45
+        top = top0 - r * panel_h
+        name = wrap(label, pw / PT_CM, SIZE, 2, bold=True)
+        name_h = _lines(name) * line_height(SIZE) * PT_CM
+        cv.text(left, top - 0.1, name, ha="left", va="top", fontsize=SIZE, weight="bold")
+        cv.text(left, top - 0.1 - name_h, unit, ha="left", va="top", fontsize=SMALL, color=MUTED)
+        y0 = top - panel_h + 0.3  # bar base line
+        y1 = top - 0.1 - name_h - lh_s - 0.15 - 2 * lh_s  # room for the two labels above
+        heights = [v if v == v else 0.0 for v in vals]
+        vmax = max([abs(v) for v in heights] + [1e-12])
+        slot = pw / max(nper, 2)
+        bw = slot * 0.62
+        x_first = left + (pw - slot * nper) / 2
+        cv.plot([left, left + pw], [y0, y0], color=LIGHT, lw=0.6, solid_capstyle="butt")
+        base_v = vals[0]
+        for i, v in enumerate(vals):
+            xc = x_first + slot * (i + 0.5)
+            if v != v:
+                cv.text(xc, y0 + 0.05, "—", ha="center", va="bottom", fontsize=SMALL, color=MUTED)
+                continue
+            h = max(v, 0.0) / vmax * (y1 - y0)
+            cv.add_patch(Rectangle((xc - bw / 2, y0), bw, h, facecolor=colours[i], edgecolor="none"))
+            ty = y0 + h + 0.06
+            cv.text(xc, ty, _fmt(v, lang), ha="center", va="bottom", fontsize=SMALL, color=INK)
+            if i > 0 and base_v == base_v and base_v != 0:
+                ch = 100.0 * (v - base_v) / abs(base_v)
+                colour = GOOD if ch < 0 else BAD if ch > 0 else MUTED
+                cv.text(xc, ty + lh_s, _pct(ch, lang), ha="center", va="bottom", fontsize=SMALL,
+                        color=colour, weight="bold")
+        if only_base:
+            xc = x_first + slot * 1.5
+            cv.add_patch(Rectangle((xc - bw / 2, y0), bw, (y1 - y0) * 0.5, facecolor="none",
+                                   edgecolor=LIGHT, lw=0.6, linestyle=(0, (2, 2))))
+            cv.text(xc, y0 + (y1 - y0) * 0.25, "?", ha="center", va="center", fontsize=SIZE, color=LIGHT)
+    return fig
+
+
+def _before_after_rows_chart(panels, periods, colours, legend, title, sub, only_base, lang, width):
+    """Compact layout for a half-page column: one row per indicator — its name and unit, one
+    thin bar per period (scaled to the row's largest value), the values ("33,8 → 30,6") and
+    the % change of the latest period against the baseline at the right."""
+    from matplotlib.patches import Rectangle
+
+    nper = len(periods)
+    lh = line_height(SMALL) * PT_CM
+    nb = nper if not only_base else 2
+    bar_h = 0.15 if nb <= 2 else 0.11
+    arrow = " → "
+    values = [arrow.join(_fmt(v, lang) for v in vals) for _, _, vals in panels]
+    change_w = 0 if only_base else max(text_width(_pct(-88.8, lang), SMALL, bold=True) * PT_CM + 0.15, 1.0)
+    value_w = max(text_width(t, SMALL) * PT_CM for t in values) + 0.2
+    label_w = min(max(2.6, 0.42 * width), 4.5)
+    bar_w = width - 0.15 - label_w - value_w - change_w - 0.1
+    if bar_w < 1.0:
+        label_w -= 1.0 - bar_w
+        bar_w = 1.0
+    labels = [wrap(f"{label} ({unit})" if unit else label, (label_w - 0.2) / PT_CM, SMALL, 3)
+              for label, unit, _ in panels]
+    rows_h = [max(_lines(lb) * lh, nb * bar_h + 0.05) + 0.1 for lb in labels]
+    head = head_height(width, title, sub)
+    fig = _figure(width, 1.0)
+    cv = _Canvas(fig)
+    items = _legend_items(cv, legend, width - 0.8)
+    legend_h = _legend_height(items, 0.15, width - 0.15) + 0.1
+    height = head + legend_h + sum(rows_h) + 0.15
+    fig.set_size_inches(width * CM, height * CM)
+    _title(fig, title, sub)
+    _legend(cv, items, 0.15, width - 0.15, height - head - 0.2)
+    x_bar = 0.15 + label_w
+    x_val = x_bar + bar_w + 0.1
+    x_change = width - 0.1
+    y = height - head - legend_h
+    y_first_row = y
+    for k, ((_label, _unit, vals), lab, val, rh) in enumerate(zip(panels, labels, values, rows_h, strict=True)):
+        if k % 2 == 0:
+            cv.add_patch(Rectangle((0.05, y - rh), width - 0.1, rh, facecolor="#f4f7fa", edgecolor="none", zorder=0))
+        cy = y - rh / 2
+        cv.text(0.15, cy, lab, ha="left", va="center", fontsize=SMALL, color=INK, linespacing=1.1)
+        finite = [abs(v) for v in vals if v == v]
+        vmax = max(finite + [1e-12])
+        y_top_bar = cy + (nb - 1) * bar_h / 2
+        for i, v in enumerate(vals):
+            if v != v:
+                continue
+            bw = max(v, 0.0) / vmax * bar_w
+            yc = y_top_bar - i * bar_h
+            cv.add_patch(Rectangle((x_bar, yc - bar_h * 0.42), bw, bar_h * 0.84, facecolor=colours[i],
+                                   edgecolor="none"))
+        if only_base:
+            yc = y_top_bar - bar_h
+            cv.add_patch(Rectangle((x_bar, yc - bar_h * 0.42), bar_w * 0.5, bar_h * 0.84, facecolor="none",
+                                   edgecolor=LIGHT, lw=0.6, linestyle=(0, (2, 2))))
+            val += arrow + "?"
+        cv.text(x_val, cy, val, ha="left", va="center", fontsize=SMALL, color=INK)
+        if not only_base:
+            base_v, last = vals[0], vals[-1]
+            if base_v == base_v and base_v != 0 and last == last:
+                ch = 100.0 * (last - base_v) / abs(base_v)
+                colour = GOOD if ch < 0 else BAD if ch > 0 else MUTED
+                cv.text(x_change, cy, _pct(ch, lang), ha="right", va="center", fontsize=SMALL, color=colour,
+                        weight="bold")
+        y -= rh
+    cv.plot([x_bar, x_bar], [y, y_first_row], color=LIGHT, lw=0.6)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------
@@ -566,13 +1005,14 @@ def _screening_label(s: str, lang: str) -> str:
     return str(s)
 
 
-def savings_by_option(res, lang: str = "en"):
+def savings_by_option(res, lang: str = "en", width_cm: float = FULL_W):
     """Net annual savings of each option [million VND/yr], sorted, as horizontal bars.
 
     Bars are the stand-alone net savings (savings − added operating cost) of
     ``res.options``, coloured by screening (implement now / study further / rejected); the note
     under the chart gives the combined total of the options not rejected, without double
-    counting (``combined_net_saving_vnd_per_yr``). Returns None when there are no options.
+    counting (``combined_net_saving_vnd_per_yr``). Drawn ``width_cm`` wide. Returns None when
+    there are no options.
     """
     opts = res.options
     if _is_empty(opts) or "net_saving_vnd_per_yr" not in opts.columns:
@@ -581,81 +1021,91 @@ def savings_by_option(res, lang: str = "en"):
         rows = _records(opts)
         rows.sort(key=lambda r: (-(r["net_saving_vnd_per_yr"] if r["net_saving_vnd_per_yr"] == r["net_saving_vnd_per_yr"]
                                    else -math.inf)))
-        width = FULL_W
-        label_w = 7.2
-        labels = [wrap(_option_title(r, lang), (label_w - 0.3) / PT_CM, SMALL, 2) for r in rows]
-        row_h = [max(0.62, _lines(lb) * line_height(SMALL) * PT_CM + 0.22) for lb in labels]
+        width = width_cm
+        label_w = min(7.2, max(3.3, (0.5 if width < COMPACT_W else 0.42) * width))
+        right = 1.0 if width < COMPACT_W else 1.4
+        # at half width one line per option (its id and the start of its title: the options
+        # table above gives the whole title)
+        lines = 1 if width < COMPACT_W else 2
+        labels = [wrap(_option_title(r, lang), (label_w - 0.3) / PT_CM, SMALL, lines) for r in rows]
+        row_h = [max(0.46, _lines(lb) * line_height(SMALL) * PT_CM + 0.14) for lb in labels]
         title = _t(lang, "savings_title")
         inc = [r for r in rows if r.get("included", True)]
         comb = sum(r.get("combined_net_saving_vnd_per_yr", 0.0) or 0.0 for r in inc
                    if r.get("combined_net_saving_vnd_per_yr") == r.get("combined_net_saving_vnd_per_yr"))
         sub = _t(lang, "combined", v=_fmt(comb / 1e6, lang, 0))
-        head = 1.35
-        legend_h = 0.5
-        bottom = 0.95
+        head = head_height(width, title, sub)
+        fig = _figure(width, 1.0)
+        cv = _Canvas(fig)
+        present = [s for s in ("implement_now", "study_further", "reject") if any(r.get("screening") == s for r in rows)]
+        items = [(*_swatch(cv, SCREENING_COLOURS[s_], edgecolor="#8a8a8a" if s_ == "reject" else "none",
+                           hatch="////" if s_ == "reject" else None), _screening_label(s_, lang), INK)
+                 for s_ in present]
+        x_leg = 0.15 if width < COMPACT_W else label_w
+        legend_h = _legend_height(items, x_leg, width - 0.15) + 0.1
+        xlabel = wrap(_t(lang, "savings_axis"), (width - label_w - right) / PT_CM, SMALL, 2)
+        bottom = 0.55 + _lines(xlabel) * line_height(SMALL) * PT_CM
         height = head + legend_h + sum(row_h) + bottom
-        fig = _figure(width, height)
+        fig.set_size_inches(width * CM, height * CM)
         _title(fig, title, sub)
-        ax = _axes_cm(fig, label_w, bottom, 1.4, head + legend_h)
+        _legend(cv, items, x_leg, width - 0.15, height - head - 0.2)
+        # the plot area [cm]: one row per option, 1 cm of height per cm of row
+        x0, x1, y0, y1 = label_w, width - right, bottom, height - head - legend_h
         ys, y = [], 0.0
         for h in row_h:
-            ys.append(y + h / 2)
+            ys.append(y1 - (y + h / 2))
             y += h
-        total_h = y
         vals = [r["net_saving_vnd_per_yr"] / 1e6 if r["net_saving_vnd_per_yr"] == r["net_saving_vnd_per_yr"]
                 else math.nan for r in rows]
         colours = [SCREENING_COLOURS.get(r.get("screening"), BASE) for r in rows]
         finite = [v for v in vals if v == v]
         vmax = max([abs(v) for v in finite] + [1.0])
         vmin = min(finite + [0.0])
-        bars = ax.barh(ys, [v if v == v else 0.0 for v in vals], height=[0.62 * h if h < 0.8 else 0.45
-                                                                          for h in row_h],
-                       color=colours, edgecolor="none", zorder=2)
-        for b, r in zip(bars, rows, strict=True):
-            if r.get("screening") == "reject":
-                b.set_hatch("////")
-                b.set_edgecolor("#8a8a8a")
-                b.set_linewidth(0)
-        ax.set_ylim(total_h, 0)
-        ax.set_xlim(min(0.0, vmin * 1.15), vmax * 1.16)
-        ax.set_yticks(ys)
-        ax.set_yticklabels(labels, fontsize=SMALL)
-        ax.tick_params(axis="y", length=0, pad=4)
-        ax.spines["left"].set_visible(False)
-        ax.xaxis.set_major_formatter(number_formatter(lang))
-        ax.grid(axis="x", zorder=0)
-        ax.set_axisbelow(True)
-        ax.set_xlabel(_t(lang, "savings_axis"), fontsize=SMALL, color=MUTED)
-        for yv, v in zip(ys, vals, strict=True):
+        # room for the value label after the longest bar
+        lab_w = max([text_width(_fmt(v, lang, 0 if abs(v) >= 10 else 1), SMALL) * PT_CM for v in finite] + [0.5])
+        ax_w = x1 - x0
+        hi = vmax / max(1.0 - (lab_w + 0.15 - right) / ax_w, 0.6) if lab_w + 0.15 > right else vmax * 1.05
+        lo = min(0.0, vmin * 1.15)
+
+        def X(v):
+            return x0 + (v - lo) / (hi - lo) * ax_w
+
+        ticks = _tick_values(lo, hi, ax_w)
+        fmt = number_formatter(lang)
+        fmt.set_locs(ticks)
+        _x_axis(cv, X, ticks, [fmt(t) for t in ticks], x0, x1, y0, y1)
+        from matplotlib.patches import Rectangle
+
+        for yc, v, r, c, h, lab in zip(ys, vals, rows, colours, row_h, labels, strict=True):
+            bh = min(0.62 * h, 0.36)
+            cv.text(x0 - 0.12, yc, lab, ha="right", va="center", fontsize=SMALL, color=MUTED)
             if v == v:
-                ax.text(v + vmax * 0.012 if v >= 0 else v - vmax * 0.012, yv, _fmt(v, lang, 0 if abs(v) >= 10 else 1),
-                        ha="left" if v >= 0 else "right", va="center", fontsize=SMALL, color=INK)
+                reject = r.get("screening") == "reject"
+                cv.add_patch(Rectangle((min(X(v), X(0.0)), yc - bh / 2), abs(X(v) - X(0.0)), bh, facecolor=c,
+                                       edgecolor="#8a8a8a" if reject else "none", hatch="////" if reject else None,
+                                       linewidth=0, zorder=2))
+                # after the bar; a negative bar's label right of zero (left of it are the names)
+                cv.text(X(max(v, 0.0)) + 0.08, yc, _fmt(v, lang, 0 if abs(v) >= 10 else 1).replace("-", "−"),
+                        ha="left", va="center", fontsize=SMALL, color=BAD if v < 0 else INK)
             else:
-                ax.text(vmax * 0.012, yv, _t(lang, "not_valued"), ha="left", va="center", fontsize=SMALL,
+                cv.text(X(0.0) + 0.08, yc, _t(lang, "not_valued"), ha="left", va="center", fontsize=SMALL,
                         color=MUTED, style="italic")
-        # legend of screening
-        present = [s for s in ("implement_now", "study_further", "reject") if any(r.get("screening") == s for r in rows)]
-        x = label_w
-        for s in present:
-            fig.patches.append(matplotlib.patches.Rectangle(
-                (x / width, (height - head - 0.4) / height), 0.3 / width, 0.22 / height,
-                transform=fig.transFigure, facecolor=SCREENING_COLOURS[s], edgecolor="#8a8a8a" if s == "reject" else "none",
-                hatch="////" if s == "reject" else None, linewidth=0))
-            t = _screening_label(s, lang)
-            fig.text((x + 0.4) / width, (height - head - 0.29) / height, t, va="center", fontsize=SMALL)
-            x += 0.4 + text_width(t, SMALL) * PT_CM + 0.6
+        cv.text((x0 + x1) / 2, y0 - TICK_LEN - 0.07 - line_height(TICK) * PT_CM - 0.05, xlabel, ha="center",
+                va="top", fontsize=SMALL, color=MUTED)
         return fig
 
 
-def _place_labels(ax, points, texts, radii_pt, size=SMALL):
+def _place_labels(points_pt, texts, radii_pt, area_pt, size=SMALL):
     """Place one short label per point beside its marker so that no label overlaps another
-    label or a marker; returns the chosen (dx, dy) offsets [pt] in the order of points."""
-    fig = ax.figure
-    ppp = fig.dpi / 72.0  # pixels per point
-    xy = ax.transData.transform(points)
+    label or a marker, inside ``area_pt`` = (x0, y0, x1, y1); points and area in pt. Returns
+    the chosen (dx, dy) offsets [pt] in the order of points."""
+    from types import SimpleNamespace
+
+    ppp = 1.0
+    xy = list(points_pt)
     boxes = []
     circles = [(px, py, r * ppp) for (px, py), r in zip(xy, radii_pt, strict=True)]
-    bbox_ax = ax.get_window_extent()
+    bbox_ax = SimpleNamespace(x0=area_pt[0], y0=area_pt[1], x1=area_pt[2], y1=area_pt[3])
     out = []
 
     def overlaps(b):
@@ -674,8 +1124,8 @@ def _place_labels(ax, points, texts, radii_pt, size=SMALL):
                 s += 1.0 + cr
         return s
 
-    order = sorted(range(len(points)), key=lambda i: -radii_pt[i])
-    chosen = [None] * len(points)
+    order = sorted(range(len(xy)), key=lambda i: -radii_pt[i])
+    chosen = [None] * len(xy)
     for i in order:
         px, py = xy[i]
         r = radii_pt[i] * ppp + 2 * ppp
@@ -704,12 +1154,13 @@ def _place_labels(ax, points, texts, radii_pt, size=SMALL):
     return out
 
 
-def payback_vs_investment(res, lang: str = "en", buckets=(1, 2, 3)):
+def payback_vs_investment(res, lang: str = "en", buckets=(1, 2, 3), width_cm: float = FULL_W):
     """Simple payback [yr] against investment net of grants [million VND, log scale]; bubble
     area = net annual savings; payback buckets < 1, 1–2, 2–3, > 3 years shaded.
 
     Options whose savings are not valued are listed under the chart; a payback beyond the axis
-    (or "never") is drawn at the top edge with its value. Returns None without options.
+    (or "never") is drawn at the top edge with its value. Drawn ``width_cm`` wide. Returns None
+    without options.
     """
     opts = res.options
     if _is_empty(opts) or "payback_yr" not in opts.columns:
@@ -718,15 +1169,43 @@ def payback_vs_investment(res, lang: str = "en", buckets=(1, 2, 3)):
         rows = _records(opts)
         shown = [r for r in rows if r.get("payback_yr") == r.get("payback_yr")]
         hidden = [str(r["id"]) for r in rows if r not in shown]
-        width, height = FULL_W, 10.5
-        fig = _figure(width, height)
+        width = width_cm
+        compact = width < COMPACT_W
         sub = _t(lang, "bubble") + ("  ·  " + _t(lang, "omitted", ids=", ".join(hidden)) if hidden else "")
-        head = _title(fig, _t(lang, "payback_title"), sub)
-        ax = _axes_cm(fig, 1.5, 1.15, 1.6, head + 0.95)
+        title = _t(lang, "payback_title")
+        head = head_height(width, title, sub)
+        bub_max, bub_min = (420.0, 20.0) if compact else (900.0, 30.0)  # bubble areas [pt²]
+        sav = [max(float(r.get("net_saving_vnd_per_yr") or 0.0), 0.0) for r in shown]
+        smax = max(sav + [1.0])
+        fig = _figure(width, 1.0)
+        cv = _Canvas(fig)
+        present = [s_ for s_ in ("implement_now", "study_further", "reject") if any(r.get("screening") == s_ for r in shown)]
+        items = []
+        for s_ in present:
+            def dot(x, y, c=SCREENING_COLOURS[s_]):
+                cv.circle(x + 0.1, y, 0.1, facecolor=c, edgecolor="white", lw=0.5)
+            items.append((0.2, dot, _screening_label(s_, lang), INK))
+        unit = " tr.đ/năm" if lang == "vi" else " M VND/yr"
+        for frac in (0.5, 0.1):
+            r_cm = math.sqrt(bub_min + bub_max * frac) / 2 * PT_CM  # scatter: s = diameter² [pt²]
+
+            def ring(x, y, r_cm=r_cm):
+                cv.circle(x + r_cm, y, r_cm, facecolor="none", edgecolor=LIGHT, lw=0.6)
+            items.append((2 * r_cm, ring, _fmt(smax * frac / 1e6, lang, 0) + unit, MUTED))
+        left = 1.45
+        right = max(text_width(_t(lang, "gt", a="3"), SMALL) * PT_CM + 0.3, 1.2)
+        legend_h = _legend_height(items, 0.15 if compact else left, width - 0.15) + 0.15
+        xlabel = wrap(_t(lang, "investment_axis"), (width - left - right) / PT_CM, SMALL, 2)
+        bottom = 0.6 + _lines(xlabel) * line_height(SMALL) * PT_CM
+        plot_h = 3.9 if compact else 6.8
+        height = head + legend_h + plot_h + bottom + 0.2
+        fig.set_size_inches(width * CM, height * CM)
+        _title(fig, title, sub)
+        _legend(cv, items, 0.15 if compact else left, width - 0.15, height - head - 0.2)
+        x0, x1, y0, y1 = left, width - right, bottom, height - head - legend_h - 0.2  # plot area [cm]
         if not shown:
-            ax.set_axis_off()
-            ax.text(0.5, 0.5, _t(lang, "no_options"), transform=ax.transAxes, ha="center", va="center",
-                    color=MUTED)
+            cv.text((x0 + x1) / 2, (y0 + y1) / 2, _t(lang, "no_options"), ha="center", va="center",
+                    fontsize=SIZE, color=MUTED)
             return fig
         inv = [max(float(r.get("net_investment_vnd", r.get("investment_vnd", 0.0)) or 0.0), 0.0) / 1e6 for r in shown]
         pos = [v for v in inv if v > 0]
@@ -740,32 +1219,61 @@ def payback_vs_investment(res, lang: str = "en", buckets=(1, 2, 3)):
         top = max(buckets[-1] + 1.0, min(max(finite + [0.0]) * 1.15, buckets[-1] * 2.5 + 0.5))
         top = math.ceil(top)
         ys = [p if math.isfinite(p) and p <= top else top for p in pb]
-        sav = [max(float(r.get("net_saving_vnd_per_yr") or 0.0), 0.0) for r in shown]
-        smax = max(sav + [1.0])
-        area = [30 + 900 * s / smax for s in sav]  # pt²
-        ax.set_xscale("log")
-        ax.set_xlim(lo / 1.6, hi * 1.6)
-        ax.set_ylim(-top * 0.03, top * 1.04)
-        edges = [0, *buckets, top * 1.04]
+        area = [bub_min + bub_max * s_ / smax for s_ in sav]  # pt² (as matplotlib's scatter: diameter²)
+        lx0, lx1 = math.log10(lo / 1.6), math.log10(hi * 1.6)
+        ylo, yhi = -top * 0.03, top * 1.04
+
+        def X(v):
+            return x0 + (math.log10(v) - lx0) / (lx1 - lx0) * (x1 - x0)
+
+        def Y(v):
+            return y0 + (v - ylo) / (yhi - ylo) * (y1 - y0)
+
+        from matplotlib.patches import Rectangle
+
+        edges = [0, *buckets, yhi]
         for i in range(len(edges) - 1):
-            ax.axhspan(edges[i], edges[i + 1], color=BUCKET_COLOURS[min(i, len(BUCKET_COLOURS) - 1)], zorder=0, lw=0)
+            cv.add_patch(Rectangle((x0, Y(edges[i])), x1 - x0, Y(min(edges[i + 1], yhi)) - Y(edges[i]),
+                                   facecolor=BUCKET_COLOURS[min(i, len(BUCKET_COLOURS) - 1)], edgecolor="none",
+                                   zorder=0))
             if i == 0:
                 lab = _t(lang, "lt", a=_fmt(buckets[0], lang, 0))
             elif i == len(edges) - 2:
                 lab = _t(lang, "gt", a=_fmt(buckets[-1], lang, 0))
             else:
                 lab = _t(lang, "years", a=_fmt(edges[i], lang, 0), b=_fmt(edges[i + 1], lang, 0))
-            ax.text(1.01, (edges[i] + min(edges[i + 1], top * 1.04)) / 2, lab, transform=ax.get_yaxis_transform(),
-                    ha="left", va="center", fontsize=SMALL, color=MUTED)
+            cv.text(x1 + 0.01 * (x1 - x0), Y((edges[i] + min(edges[i + 1], yhi)) / 2), lab, ha="left",
+                    va="center", fontsize=SMALL, color=MUTED)
+        # x: decades (log scale) with minor ticks at 2 and 5; y: round values; white grid lines
+        xfmt = number_formatter(lang, decimals=0)
+        decades = [10.0 ** k for k in range(math.ceil(lx0 - 1e-9), math.floor(lx1 + 1e-9) + 1)]
+        _x_axis(cv, X, decades, [xfmt(t) for t in decades], x0, x1, y0, y1, grid="white", grid_lw=0.8)
+        for k in range(math.floor(lx0), math.floor(lx1) + 1):
+            for m in (2.0, 5.0):
+                v = m * 10.0 ** k
+                if lx0 <= math.log10(v) <= lx1:
+                    cv.plot([X(v), X(v)], [y0, y0 - TICK_LEN * 0.6], color=MUTED, lw=0.4, zorder=2)
+        yticks = _tick_values(ylo, yhi, y1 - y0, 0.7)
+        yfmt = number_formatter(lang)
+        yfmt.set_locs(yticks)
+        ylabels = [yfmt(t) for t in yticks]
+        for i, (t, lab) in enumerate(zip(yticks, ylabels, strict=True)):
+            cv.plot([x0, x1], [Y(t), Y(t)], color="white", lw=0.8, zorder=1)
+            cv.plot([x0 - TICK_LEN, x0], [Y(t), Y(t)], color=MUTED, lw=0.5, zorder=2)
+            cv.text(x0 - TICK_LEN - 0.07, Y(t), lab, ha="right", va="center", fontsize=TICK, color=MUTED,
+                    gid=f"ytick_{i + 1}")
+        cv.plot([x0, x0], [y0, y1], color=LIGHT, lw=0.6, zorder=2.5, solid_capstyle="butt")
+        cv.text((x0 + x1) / 2, y0 - TICK_LEN - 0.07 - line_height(TICK) * PT_CM - 0.05, xlabel, ha="center",
+                va="top", fontsize=SMALL, color=MUTED)
+        ytw = max(text_width(lab, TICK) for lab in ylabels) * PT_CM
+        cv.text(x0 - TICK_LEN - 0.07 - ytw - 0.12, (y0 + y1) / 2,
+                wrap(_t(lang, "payback_axis"), (y1 - y0 - 0.2) / PT_CM, SMALL, 2), rotation=90, ha="center",
+                va="bottom", fontsize=SMALL, color=MUTED)
         colours = [SCREENING_COLOURS.get(r.get("screening"), BASE) for r in shown]
-        ax.scatter(xs, ys, s=area, c=colours, edgecolors="white", linewidths=0.6, zorder=3, alpha=0.92,
-                   clip_on=False)
-        ax.xaxis.set_major_formatter(number_formatter(lang, decimals=0))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.yaxis.set_major_formatter(number_formatter(lang))
-        ax.set_xlabel(_t(lang, "investment_axis"), fontsize=SMALL, color=MUTED)
-        ax.set_ylabel(_t(lang, "payback_axis"), fontsize=SMALL, color=MUTED)
-        ax.grid(axis="both", which="major", zorder=1, color="white", lw=0.8)
+        order = sorted(range(len(shown)), key=lambda i: -area[i])  # large bubbles below small ones
+        for i in order:
+            cv.circle(X(xs[i]), Y(ys[i]), math.sqrt(area[i]) / 2 * PT_CM, facecolor=colours[i], alpha=0.92,
+                      edgecolor="white", lw=0.6, zorder=3)
         texts = []
         for r, p, x in zip(shown, pb, inv, strict=True):
             t = str(r["id"])
@@ -777,30 +1285,11 @@ def payback_vs_investment(res, lang: str = "en", buckets=(1, 2, 3)):
                 t += " (" + _t(lang, "zero_inv") + ")"
             texts.append(t)
         radii = [math.sqrt(a / math.pi) for a in area]
-        offs = _place_labels(ax, list(zip(xs, ys, strict=True)), texts, radii)
-        for (x, y), t, (dx, dy) in zip(zip(xs, ys, strict=True), texts, offs, strict=True):
-            ax.annotate(t, (x, y), xytext=(dx, dy), textcoords="offset points", ha="center", va="center",
-                        fontsize=SMALL, color=INK, zorder=5)
-        # legend in one row under the title: screening colours, then two reference bubbles
-        present = [s for s in ("implement_now", "study_further", "reject") if any(r.get("screening") == s for r in shown)]
-        cv = fig.add_axes([0, 0, 1, 1], zorder=-1)
-        cv.set_xlim(0, width)
-        cv.set_ylim(0, height)
-        cv.set_axis_off()
-        x, yl = 1.5, height - head - 0.4
-        for s_ in present:
-            cv.scatter([x + 0.12], [yl], s=40, color=SCREENING_COLOURS[s_], edgecolors="white", linewidths=0.5)
-            t = _screening_label(s_, lang)
-            cv.text(x + 0.35, yl, t, va="center", fontsize=SMALL)
-            x += 0.35 + text_width(t, SMALL) * PT_CM + 0.5
-        unit = " tr.đ/năm" if lang == "vi" else " M VND/yr"
-        for frac in (0.5, 0.1):
-            a_ = 30 + 900 * frac
-            r_cm = math.sqrt(a_ / math.pi) * PT_CM
-            cv.scatter([x + r_cm], [yl], s=a_, facecolors="none", edgecolors=LIGHT, linewidths=0.6, clip_on=False)
-            t = _fmt(smax * frac / 1e6, lang, 0) + unit
-            cv.text(x + 2 * r_cm + 0.15, yl, t, va="center", fontsize=SMALL, color=MUTED)
-            x += 2 * r_cm + 0.15 + text_width(t, SMALL) * PT_CM + 0.5
+        pts = [(X(x) / PT_CM, Y(y) / PT_CM) for x, y in zip(xs, ys, strict=True)]
+        offs = _place_labels(pts, texts, radii, (x0 / PT_CM, y0 / PT_CM, x1 / PT_CM, y1 / PT_CM))
+        for (px, py), t, (dx, dy) in zip(pts, texts, offs, strict=True):
+            cv.text((px + dx) * PT_CM, (py + dy) * PT_CM, t, ha="center", va="center", fontsize=SMALL, color=INK,
+                    zorder=5)
         return fig
 
 
@@ -808,12 +1297,14 @@ def payback_vs_investment(res, lang: str = "en", buckets=(1, 2, 3)):
 # 3. cost of waste streams (Pareto)
 
 
-def waste_pareto(res, lang: str = "en", period=None, max_bars: int = 10):
+def waste_pareto(res, lang: str = "en", period=None, max_bars: int = 10, width_cm: float = FULL_W):
     """Pareto of the annual cost of waste streams [million VND/yr] with the cumulative share.
 
     From ``res.waste_costs`` for ``period`` (default: the baseline). A stream whose cost is a
     lower bound (a price missing) is hatched and its value marked ``≥``; streams beyond
-    ``max_bars`` are grouped as "other". Returns None when there are no waste costs.
+    ``max_bars`` are grouped as "other". Drawn ``width_cm`` wide: columns with the cumulative
+    line at full width; below :data:`COMPACT_W`, one row per stream with the cumulative share at
+    the right and a dashed rule where it passes 80 %. Returns None when there are no waste costs.
     """
     wc = res.waste_costs
     if _is_empty(wc):
@@ -836,41 +1327,45 @@ def waste_pareto(res, lang: str = "en", period=None, max_bars: int = 10):
         for v in vals:
             acc += v
             cum.append(100.0 * acc / total if total > 0 else math.nan)
-        n = len(rows)
-        width = FULL_W
-        left, right = 1.7, 1.75
-        slot = (width - left - right) / n
-        size = SMALL if slot >= 1.35 else 6.0
-        names = [wrap(_name(r, lang), (slot - 0.12) / PT_CM, size, 4) for r in rows]
-        lab_h = max(_lines(s) for s in names) * line_height(size) * PT_CM + 0.25
         incomplete = any(not bool(r["complete"]) for r in rows)
         sub = _t(lang, "lower_bound") if incomplete else ""
         title = _t(lang, "pareto_title", period=_period_label(res, period, lang))
-        height = 9.0 + lab_h
+        labels = []
+        for v, r in zip(vals, rows, strict=True):
+            t = _fmt(v, lang, 0 if v >= 10 else 1)
+            labels.append(t if bool(r["complete"]) else "≥ " + t)
+        if width_cm < COMPACT_W:
+            return _pareto_rows(res, lang, rows, vals, cum, labels, title, sub, width_cm)
+        n = len(rows)
+        width = width_cm
+        left, right = 1.7, 1.75
+        slot = (width - left - right) / n
+        names = [wrap(_name(r, lang), (slot - 0.12) / PT_CM, TICK, 4) for r in rows]
+        lab_h = max(_lines(s_) for s_ in names) * line_height(TICK) * PT_CM + 0.25
+        head = head_height(width, title, sub)
+        height = head + 6.6 + lab_h
         fig = _figure(width, height)
-        head = _title(fig, title, sub)
+        _title(fig, title, sub)
         ax = _axes_cm(fig, left, lab_h + 0.25, right, head + 0.35)
         xs = list(range(n))
         bars = ax.bar(xs, vals, width=0.68, color=AFTER[0], edgecolor="none", zorder=2)
-        for b, r in zip(bars, rows, strict=True):
+        for b_, r in zip(bars, rows, strict=True):
             if not bool(r["complete"]):
-                b.set_facecolor(AFTER[2])
-                b.set_hatch("////")
+                b_.set_facecolor(AFTER[2])
+                b_.set_hatch("////")
         vmax = max(vals + [1e-9])
         ax.set_ylim(0, vmax * 1.15)
         ax.set_xlim(-0.55, n - 0.45)
         ax.set_xticks(xs)
-        ax.set_xticklabels(names, fontsize=size, linespacing=1.05)
+        ax.set_xticklabels(names, fontsize=TICK, linespacing=1.05)
         ax.tick_params(axis="x", length=0, pad=3)
+        _ticks(ax, "y", height - head - lab_h - 0.6, 0.9)
         ax.yaxis.set_major_formatter(number_formatter(lang))
         ax.set_ylabel(_t(lang, "pareto_axis"), fontsize=SMALL, color=MUTED)
         ax.grid(axis="y", zorder=0)
         ax.set_axisbelow(True)
-        for x, v, r in zip(xs, vals, rows, strict=True):
-            t = _fmt(v, lang, 0 if v >= 10 else 1)
-            if not bool(r["complete"]):
-                t = "≥ " + t
-            ax.text(x, v + vmax * 0.012, t, ha="center", va="bottom", fontsize=size, color=INK, zorder=4)
+        for x, v, t in zip(xs, vals, labels, strict=True):
+            ax.text(x, v + vmax * 0.012, t, ha="center", va="bottom", fontsize=SMALL, color=INK, zorder=4)
         ax2 = ax.twinx()
         ax2.set_position(ax.get_position())
         ax2.plot(xs, cum, color=ACCENT, lw=1.2, marker="o", markersize=3, zorder=5)
@@ -885,6 +1380,55 @@ def waste_pareto(res, lang: str = "en", period=None, max_bars: int = 10):
         ax2.set_ylabel(_t(lang, "cumulative"), fontsize=SMALL, color=ACCENT)
         ax2.tick_params(axis="y", colors=ACCENT)
         return fig
+
+
+def _pareto_rows(res, lang, rows, vals, cum, labels, title, sub, width):
+    """The Pareto for a half-page column: one row per stream, largest first — name, bar, cost,
+    cumulative share — with a dashed rule where the cumulative share passes 80 %."""
+    from matplotlib.patches import Rectangle
+
+    lh = line_height(SMALL) * PT_CM
+    cum_txt = [_pct(c, lang, 0, sign=False) for c in cum]
+    cum_head = _t(lang, "cumulative")
+    cum_w = max([text_width(t, SMALL) * PT_CM for t in cum_txt] + [text_width(cum_head, SMALL) * PT_CM * 0.6]) + 0.2
+    val_w = max(text_width(t, SMALL) * PT_CM for t in labels) + 0.15
+    label_w = min(max(2.6, 0.36 * width), 4.5)
+    bar_w = width - 0.15 - label_w - val_w - cum_w - 0.1
+    names = [wrap(_name(r, lang), (label_w - 0.2) / PT_CM, SMALL, 2) for r in rows]
+    rows_h = [max(_lines(nm) * lh, 0.34) + 0.14 for nm in names]
+    head = head_height(width, title, sub)
+    axis_lab = wrap(_t(lang, "pareto_axis"), (bar_w + val_w) / PT_CM, SMALL, 2)
+    col_head = wrap(cum_head, cum_w / PT_CM + 20, SMALL, 2)
+    top_h = max(_lines(col_head), _lines(axis_lab)) * lh + 0.15
+    height = head + top_h + sum(rows_h) + 0.15
+    fig = _figure(width, height)
+    _title(fig, title, sub)
+    cv = _Canvas(fig)
+    y = height - head
+    x_bar = 0.15 + label_w
+    cv.text(x_bar, y, axis_lab, ha="left", va="top",
+            fontsize=SMALL, color=MUTED)
+    cv.text(width - 0.1, y, col_head, ha="right", va="top", fontsize=SMALL, color=ACCENT, multialignment="right")
+    y -= top_h
+    vmax = max(vals + [1e-9])
+    crossed = False
+    for k, (nm, v, t, c, rh, r) in enumerate(zip(names, vals, labels, cum_txt, rows_h, rows, strict=True)):
+        if k % 2 == 0:
+            cv.add_patch(Rectangle((0.05, y - rh), width - 0.1, rh, facecolor="#f4f7fa", edgecolor="none", zorder=0))
+        cy = y - rh / 2
+        cv.text(0.15, cy, nm, ha="left", va="center", fontsize=SMALL, color=INK, linespacing=1.1)
+        bw = v / vmax * bar_w
+        complete = bool(r["complete"])
+        cv.add_patch(Rectangle((x_bar, cy - 0.12), bw, 0.24, facecolor=AFTER[0] if complete else AFTER[2],
+                               edgecolor="none", hatch=None if complete else "////", zorder=2))
+        cv.text(x_bar + bw + 0.07, cy, t, ha="left", va="center", fontsize=SMALL, color=INK)
+        cv.text(width - 0.1, cy, c, ha="right", va="center", fontsize=SMALL, color=ACCENT)
+        y -= rh
+        if not crossed and cum[k] == cum[k] and cum[k] >= 80.0 and k < len(rows) - 1:
+            crossed = True
+            cv.plot([0.05, width - 0.05], [y, y], color=ACCENT, lw=0.7, ls=(0, (3, 2)), zorder=3)
+    cv.plot([x_bar, x_bar], [y, height - head - top_h], color=LIGHT, lw=0.6)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1025,24 +1569,26 @@ def _bezier_band(ax, x0, y0a, y0b, x1, y1a, y1b, colour, alpha=0.5):
     ax.add_patch(PathPatch(Path(verts, codes), facecolor=colour, edgecolor="none", alpha=alpha, zorder=1))
 
 
-def sankey(res, lang: str = "en", layer: str = "water", period=None, threshold: float = 0.015):
+def sankey(res, lang: str = "en", layer: str = "water", period=None, threshold: float = 0.015,
+           width_cm: float = FULL_W):
     """Sankey diagram of one layer (``mass`` [t], ``water`` [m³], ``energy`` [GJ]) in one period.
 
     Columns: inputs from outside (one node per stream) on the left, process steps in process
     order, outputs (products, wastes, losses per stream) on the right. Band widths are
     proportional to the quantity in the period. A step whose balance (``res.balances``) shows an
     unaccounted gap sends it to an "unaccounted" node. Inputs and outputs below ``threshold`` of
-    the layer's total are grouped as "other". Returns None when the layer has no flows.
+    the layer's total are grouped as "other". Drawn ``width_cm`` wide. Returns None when the
+    layer has no flows.
     """
     period = period or res.baseline
     flows = _layer_flows(res, layer, period)
     if not flows:
         return None
     with style():
-        return _sankey(res, lang, layer, period, flows, threshold)
+        return _sankey(res, lang, layer, period, flows, threshold, width_cm)
 
 
-def _sankey(res, lang, layer, period, flows, threshold):
+def _sankey(res, lang, layer, period, flows, threshold, width=FULL_W):
     streams = _streams(res)
     order, _, col = _step_graph(res, layer)
     steps_tab = {r["id"]: r for r in _records(res.ws.tables["steps"])}
@@ -1123,11 +1669,10 @@ def _sankey(res, lang, layer, period, flows, threshold):
         return _name(streams.get(key, {"id": key}), lang)
 
     # -- geometry [cm]
-    width = FULL_W
     lsize = SMALL
     srcs = [n for n in node_val if n[0] == "in"]
     sinks = [n for n in node_val if n[0] == "out"]
-    side_w = 3.3
+    side_w = min(3.3, 0.2 * width)
     src_labels = {n: wrap(label_of(n), (side_w - 0.2) / PT_CM, lsize, 2) + "\n" + _fmt(node_val[n], lang) + " " + unit
                   for n in srcs}
     sink_labels = {n: wrap(label_of(n), (side_w - 0.2) / PT_CM, lsize, 2) + "\n" + _fmt(node_val[n], lang) + " " + unit
@@ -1140,7 +1685,7 @@ def _sankey(res, lang, layer, period, flows, threshold):
     total_cols = ncol + 2
     spacing = (x_sink - x_src) / (total_cols - 1)
     step_x = {s: x_src + spacing * (cidx[col[s]] + 1) for s in ordered}
-    ssize = lsize if spacing >= 2.3 else 6.0
+    ssize = lsize
     step_labels = {s: wrap(label_of(("step", s)), (spacing - 0.12) / PT_CM, ssize, 3, bold=True) for s in ordered}
     lh = line_height(lsize) * PT_CM
     title = _t(lang, "sankey_title", layer=_t(lang, {"mass": "mass", "water": "water_layer",
@@ -1151,13 +1696,10 @@ def _sankey(res, lang, layer, period, flows, threshold):
         title = title[:1].upper() + title[1:]
     thr = _pct(threshold * 100, lang, 1, sign=False)
     sub = _t(lang, "sankey_sub", unit=unit, thr=thr)
-    height = 12.0
+    height = max(8.0, 12.0 * width / FULL_W)
     fig = _figure(width, height)
     head = _title(fig, title, sub)
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.set_xlim(0, width)
-    ax.set_ylim(0, height)
-    ax.set_axis_off()
+    ax = _Canvas(fig)
     y_top = height - head - 0.1
     n_back = sum(1 for _, _, a, b, _ in flows if a in col and b in col and a != b and col[b] <= col[a])
     y_bot = 0.25 + (0.2 + 0.12 * min(n_back, 4) if n_back else 0.0)
@@ -1355,19 +1897,21 @@ def _io_text(res, step, lang, period, side):
                      for (s, u), q in parts.items())
 
 
-def flow_chart(res, lang: str = "en", period=None):
+def flow_chart(res, lang: str = "en", period=None, width_cm: float = FULL_W):
     """Process flow chart: steps as boxes in process order (top to bottom), arrows for the
     links; utilities (steps that carry no material of the product, e.g. a boiler) in a column
-    at the left; each step's inputs and outputs from outside (in ``period``, default the
-    baseline) listed beside it. Returns None when the worksheet has no steps."""
+    at the left; at full width each step's inputs and outputs from outside (in ``period``,
+    default the baseline) are listed beside it. Below :data:`COMPACT_W` (a half-page column)
+    the chart shows the steps and links with their short labels only, and leaves the inputs and
+    outputs to the balance tables. Returns None when the worksheet has no steps."""
     steps = res.ws.tables["steps"]
     if _is_empty(steps):
         return None
     with style():
-        return _flow_chart(res, lang, period or res.baseline)
+        return _flow_chart(res, lang, period or res.baseline, width_cm)
 
 
-def _flow_chart(res, lang, period):
+def _flow_chart(res, lang, period, width=FULL_W):
     from matplotlib.patches import FancyBboxPatch
 
     order, w, _ = _step_graph(res)
@@ -1376,21 +1920,34 @@ def _flow_chart(res, lang, period):
     main = [s for s in order if s not in utils]
     if not main:
         main, utils = order, []
-    width = FULL_W
+    compact = width < COMPACT_W
     has_u = bool(utils)
-    ux0, ux1 = 0.2, 3.7
-    mx0 = 5.0 if has_u else 0.6
-    mx1 = mx0 + 3.9
-    lane_r = mx1 + 0.25
     n_right = sum(1 for (a, b) in w if a in main and b in main and abs(main.index(a) - main.index(b)) != 1)
-    io_x = mx1 + (0.45 + 0.14 * n_right if n_right else 0.45)
-    io_w = width - io_x - 0.15
+    right_lanes = 0.25 + 0.14 * n_right if n_right else 0.0
     size = SMALL
     lh = line_height(size) * PT_CM
-    names = {s: wrap(_name(tab[s], lang), (mx1 - mx0 - 0.3) / PT_CM, SIZE, 2, bold=True) for s in main}
-    unames = {s: wrap(_name(tab[s], lang), (ux1 - ux0 - 0.3) / PT_CM, SIZE, 2, bold=True) for s in utils}
+    if compact:
+        ux0 = 0.1
+        ux1 = ux0 + (min(2.6, 0.28 * width) if has_u else 0.0)
+        mx0 = ux1 + 0.3 + 0.3 * len(utils) + 0.15 if has_u else 0.3
+        mx1 = width - 0.15 - right_lanes
+        io_x, io_w = width, 0.0
+        name_lines = 3
+    else:
+        ux0, ux1 = 0.2, 3.7
+        mx0 = 5.0 if has_u else 0.6
+        mx1 = mx0 + 3.9
+        io_x = mx1 + (0.2 + right_lanes if n_right else 0.45)
+        io_w = width - io_x - 0.15
+        name_lines = 2
+    lane_r = mx1 + 0.25
+    names = {s: wrap(_name(tab[s], lang), (mx1 - mx0 - 0.3) / PT_CM, SIZE, name_lines, bold=True) for s in main}
+    unames = {s: wrap(_name(tab[s], lang), (ux1 - ux0 - 0.25) / PT_CM, SIZE, name_lines, bold=True) for s in utils}
     ios = {}
     for s in main + utils:
+        if compact:
+            ios[s] = ""
+            continue
         wdt = io_w if s in main else (ux1 - ux0)
         ins = _io_text(res, s, lang, period, "in")
         outs = _io_text(res, s, lang, period, "out")
@@ -1400,13 +1957,13 @@ def _flow_chart(res, lang, period):
         if outs:
             parts.append(wrap(_t(lang, "out") + " " + outs, wdt / PT_CM, size, 6))
         ios[s] = "\n".join(parts)
-    box_h = {s: max(0.85, _lines(names[s]) * line_height(SIZE) * PT_CM + 0.35) for s in main}
+    box_h = {s: max(0.75, _lines(names[s]) * line_height(SIZE) * PT_CM + 0.3) for s in main}
     row_h = {s: max(box_h[s], _lines(ios[s]) * lh + 0.1) for s in main}
-    ubox_h = {s: max(0.8, _lines(unames[s]) * line_height(SIZE) * PT_CM + 0.3) for s in utils}
-    gap = 0.65
+    ubox_h = {s: max(0.75, _lines(unames[s]) * line_height(SIZE) * PT_CM + 0.3) for s in utils}
+    gap = 0.5 if compact else 0.65
     title = _t(lang, "flow_title")
-    sub = _t(lang, "flow_sub", period=_period_label(res, period, lang))
-    head_guess = 1.3
+    sub = _t(lang, "flow_sub_compact") if compact else _t(lang, "flow_sub", period=_period_label(res, period, lang))
+    head = head_height(width, title, sub)
     main_h = sum(row_h.values()) + gap * (len(main) - 1)
     # utilities: at the row of the first main step they link to, pushed down when they collide
     y = 0.0
@@ -1425,14 +1982,11 @@ def _flow_chart(res, lang, period):
         uslot[u] = top
         cursor = top + ubox_h[u] + (uio_h + 0.15 if uio_h else 0) + gap
     body_h = max(main_h, cursor - gap if utils else 0)
-    height = head_guess + body_h + 0.5
+    height = head + body_h + 0.25
     fig = _figure(width, height)
-    head = _title(fig, title, sub)
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.set_xlim(0, width)
-    ax.set_ylim(0, height)
-    ax.set_axis_off()
-    y0 = height - max(head, head_guess) - 0.1
+    _title(fig, title, sub)
+    ax = _Canvas(fig)
+    y0 = height - head - 0.05
 
     def box(x0, x1, top, h, text, fill, edge):
         ax.add_patch(FancyBboxPatch((x0, top - h), x1 - x0, h, boxstyle="round,pad=0,rounding_size=0.12",
@@ -1458,11 +2012,6 @@ def _flow_chart(res, lang, period):
             ax.text(ux0, top - ubox_h[u] - 0.12, ios[u], ha="left", va="top", fontsize=size, color=MUTED,
                     linespacing=1.15)
 
-    def arrow(xa, ya, xb, yb, colour=INK, dashed=False):
-        ax.annotate("", xy=(xb, yb), xytext=(xa, ya), zorder=2,
-                    arrowprops=dict(arrowstyle="-|>,head_length=0.35,head_width=0.18", color=colour, lw=0.8,
-                                    shrinkA=0, shrinkB=0, linestyle=(0, (3, 2)) if dashed else "-"))
-
     def line(xs, ys, colour=INK, dashed=False):
         ax.plot(xs, ys, color=colour, lw=0.8, zorder=2, ls=(0, (3, 2)) if dashed else "-",
                 solid_capstyle="butt")
@@ -1481,11 +2030,11 @@ def _flow_chart(res, lang, period):
         if a in mi and b in mi:
             if mi[b] == mi[a] + 1:
                 xm = (mx0 + mx1) / 2
-                arrow(xm, pos[a][3], xm, pos[b][2])
+                ax.arrow(xm, pos[a][3], xm, pos[b][2])
                 lab = link_names.get((a, b))
                 if lab:
-                    ax.text(xm + 0.12, (pos[a][3] + pos[b][2]) / 2, wrap(lab, (mx1 - xm - 0.1) / PT_CM, SMALL - 0.5, 1),
-                            ha="left", va="center", fontsize=SMALL - 0.5, color=MUTED, style="italic")
+                    ax.text(xm + 0.12, (pos[a][3] + pos[b][2]) / 2, wrap(lab, (mx1 - xm - 0.1) / PT_CM, SMALL, 1),
+                            ha="left", va="center", fontsize=SMALL, color=MUTED, style="italic")
             else:
                 lx = lane_r + 0.14 * lanes_r
                 lanes_r += 1
@@ -1495,7 +2044,7 @@ def _flow_chart(res, lang, period):
                 yb = (pos[b][2] + pos[b][3]) / 2 + 0.2 - 0.13 * n_in
                 dashed = mi[b] < mi[a]
                 line([mx1, lx, lx], [ya, ya, yb], dashed=dashed)
-                arrow(lx, yb, mx1, yb, dashed=dashed)
+                ax.arrow(lx, yb, mx1, yb, dashed=dashed)
         else:
             # utility links through lanes between the utility column and the main column
             u = a if a in utils else b
@@ -1510,12 +2059,12 @@ def _flow_chart(res, lang, period):
                 yb = (pos[b][2] + pos[b][3]) / 2 + 0.2 - 0.2 * n_in
                 x_to = pos[b][0]
                 line([pos[a][1], lx, lx], [ya, ya, yb], colour)
-                arrow(lx, yb, x_to, yb, colour)
+                ax.arrow(lx, yb, x_to, yb, colour)
             else:
                 ya = (pos[a][2] + pos[a][3]) / 2 - 0.25
                 yb = (pos[b][2] + pos[b][3]) / 2 - 0.15
                 line([pos[a][0], lx, lx], [ya, ya, yb], colour, dashed=True)
-                arrow(lx, yb, pos[b][1], yb, colour, dashed=True)
+                ax.arrow(lx, yb, pos[b][1], yb, colour, dashed=True)
     return fig
 
 
@@ -1540,7 +2089,7 @@ def _facility_label(r: dict, lang: str) -> str:
     return str(name) if name is not None and name == name and str(name).strip() else str(r.get("facility_id", ""))
 
 
-def programme_change(table, lang: str = "en", band=(8, 13)):
+def programme_change(table, lang: str = "en", band=(8, 13), width_cm: float = FULL_W):
     """% change in consumption per unit of product of each facility against the target band.
 
     Parameters
@@ -1564,13 +2113,13 @@ def programme_change(table, lang: str = "en", band=(8, 13)):
         return None
     with style():
         rows = _records(table)
-        width = FULL_W
+        width = width_cm
         label_w = 5.0
         labels = [wrap(_facility_label(r, lang), (label_w - 0.3) / PT_CM, SMALL, 2) for r in rows]
         nb = len(cols)
         bar_h = 0.26
         group_h = [max(nb * bar_h + 0.3, _lines(lb) * line_height(SMALL) * PT_CM + 0.2) for lb in labels]
-        head, legend_h, bottom = 1.35, 0.55, 1.0
+        head, legend_h, bottom = 1.35, 0.95, 1.0  # legend row, then the target band's label
         height = head + legend_h + sum(group_h) + bottom
         fig = _figure(width, height)
         _title(fig, _t(lang, "prog_change_title"))
@@ -1585,14 +2134,14 @@ def programme_change(table, lang: str = "en", band=(8, 13)):
                 v = r.get(c)
                 yy = c0 - (nb - 1) * bar_h / 2 + j * bar_h
                 if v is None or v != v:
-                    ax.text(0.2, yy, "—", va="center", fontsize=SMALL - 0.5, color=LIGHT)
+                    ax.text(0.2, yy, "—", va="center", fontsize=SMALL, color=LIGHT)
                     continue
                 red = -float(v)
                 vals_all.append(red)
                 ax.barh(yy, red, height=bar_h * 0.85, color=CHANGE_COLOURS[j % len(CHANGE_COLOURS)],
                         edgecolor="none", zorder=2)
                 ax.text(red + (0.3 if red >= 0 else -0.3), yy, _fmt(red, lang, 1), ha="left" if red >= 0 else "right",
-                        va="center", fontsize=SMALL - 0.5, color=INK, zorder=4)
+                        va="center", fontsize=SMALL, color=INK, zorder=4)
             y += gh
         lo, hi = min(vals_all), max(vals_all)
         span = hi - lo or 1.0
@@ -1622,7 +2171,7 @@ def programme_change(table, lang: str = "en", band=(8, 13)):
         return fig
 
 
-def programme_totals(table, lang: str = "en"):
+def programme_totals(table, lang: str = "en", width_cm: float = FULL_W):
     """Annual savings of a programme [million VND/yr]: by facility (sorted bars, investment as
     a label) and, when the table has ``sector``, by sector.
 
@@ -1644,9 +2193,9 @@ def programme_totals(table, lang: str = "en"):
             for r in rows:
                 s = r.get("sector") or "—"
                 sectors[s] = sectors.get(s, 0.0) + float(r["saving_vnd_per_yr"])
-        width = FULL_W
+        width = width_cm
         label_w = 4.4
-        split = 11.0 if len(sectors) > 1 else width
+        split = width * 11.0 / FULL_W if len(sectors) > 1 else width
         labels = [wrap(_facility_label(r, lang), (label_w - 0.3) / PT_CM, SMALL, 2) for r in rows]
         row_h = [max(0.55, _lines(lb) * line_height(SMALL) * PT_CM + 0.2) for lb in labels]
         tot_s = sum(float(r["saving_vnd_per_yr"]) for r in rows)
@@ -1684,10 +2233,10 @@ def programme_totals(table, lang: str = "en"):
             inv = r.get("investment_vnd")
             if inv is not None and inv == inv:
                 t += f"  ({_t(lang, 'investment')} {_fmt(float(inv) / 1e6, lang, 0)})"
-            ax.text(v + vmax * 0.015, yy, t, va="center", ha="left", fontsize=SMALL - 0.5, color=INK)
+            ax.text(v + vmax * 0.015, yy, t, va="center", ha="left", fontsize=SMALL, color=INK)
         if len(sectors) > 1:
             ax2 = _axes_cm(fig, split + 1.9, bottom, 0.9, head + 0.4)
-            names = [SECTORS_VI.get(s, s) if lang == "vi" else s for s in sector_names]
+            names = [_sector_label(s_, lang) for s_ in sector_names]
             ys2 = [i * 0.6 + 0.3 for i in range(len(sector_names))]
             sv = [sectors[s] / 1e6 for s in sector_names]
             ax2.barh(ys2, sv, height=0.4, color=[scol[s] for s in sector_names], edgecolor="none", zorder=2)
@@ -1703,7 +2252,7 @@ def programme_totals(table, lang: str = "en"):
             ax2.set_axisbelow(True)
             ax2.set_xlabel(_t(lang, "by_sector"), fontsize=SMALL, color=MUTED)
             for yy, v in zip(ys2, sv, strict=True):
-                ax2.text(v + max(sv) * 0.02, yy, _fmt(v, lang, 0), va="center", fontsize=SMALL - 0.5)
+                ax2.text(v + max(sv) * 0.02, yy, _fmt(v, lang, 0), va="center", fontsize=SMALL)
         return fig
 
 
@@ -1754,60 +2303,133 @@ def _typst_compiler():
     return typst.Compiler(font_paths=[fonts], ignore_system_fonts=True)
 
 
-def _png_from_svg(svg_path: str, svg: bytes, dpi: int = 300) -> bytes | None:
-    """Rasterise the chart's own SVG with typst (the booklet engine, fonts from matplotlib):
-    the same picture as the SVG, about seven times faster than drawing it again with Agg.
-    None when typst is missing or fails (the caller then draws with Agg)."""
+def _svg_size_pt(svg: bytes):
+    m = re.search(rb'<svg[^>]*?width="([0-9.]+)pt"[^>]*?height="([0-9.]+)pt"', svg[:2000])
+    return tuple(float(x) for x in m.groups()) if m else None
 
+
+def _pngs_from_svgs(items, dpi: int = 300):
+    """Rasterise the charts' own SVGs with typst (the booklet engine, fonts from matplotlib) in
+    ONE compile: a document of one page per chart, rendered to one PNG per page. The same
+    pictures as the SVGs, several times faster than drawing them again with Agg.
+
+    ``items``: (path of the SVG file, its bytes). Returns a list of PNG bytes, or None when
+    typst is missing or fails (the caller then draws with Agg)."""
+    if not items:
+        return []
     try:
         _typst_compiler()
     except ImportError:
         return None
-    m = re.search(rb'<svg[^>]*?width="([0-9.]+)pt"[^>]*?height="([0-9.]+)pt"', svg[:2000])
-    if not m:
-        return None
-    w, h = (float(x) for x in m.groups())
-    name = os.path.basename(svg_path).replace("\\", "\\\\").replace('"', '\\"')
-    doc = (f"#set page(width: {w}pt, height: {h}pt, margin: 0pt, fill: white)\n"
-           f'#image("{name}", width: {w}pt, height: {h}pt)\n').encode()
+    paths = [os.path.abspath(p) for p, _ in items]
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    pages = []
+    for path, (_p, svg) in zip(paths, items, strict=True):
+        size = _svg_size_pt(svg)
+        if size is None:
+            return None
+        w, h = size
+        rel = "/" + os.path.relpath(path, root).replace(os.sep, "/")
+        rel = rel.replace("\\", "\\\\").replace('"', '\\"')
+        pages.append(f'#page(width: {w}pt, height: {h}pt, margin: 0pt, fill: white)'
+                     f'[#image("{rel}", width: {w}pt, height: {h}pt)]')
     try:
-        png = _typst_compiler().compile(input=doc, root=os.path.dirname(os.path.abspath(svg_path)),
-                                        format="png", ppi=dpi)
+        png = _typst_compiler().compile(input="\n".join(pages).encode(), root=root, format="png", ppi=dpi)
     except Exception:  # noqa: BLE001 - fall back to Agg, never fail a chart for speed
         return None
-    if isinstance(png, list):
-        png = png[0] if png else None
-    return _with_dpi(png, dpi) if png else None
+    if not isinstance(png, list):
+        png = [png]
+    if len(png) != len(items) or not all(png):
+        return None
+    return [_with_dpi(p, dpi) for p in png]
+
+
+def _png_from_svg(svg_path: str, svg: bytes, dpi: int = 300) -> bytes | None:
+    """One chart's SVG rasterised by typst (see :func:`_pngs_from_svgs`); None on failure."""
+    out = _pngs_from_svgs([(svg_path, svg)], dpi)
+    return out[0] if out else None
+
+
+_METRICS: dict = {}
+
+
+@contextmanager
+def _shared_text_metrics():
+    """While saving SVG, share text metrics across figures and renderers.
+
+    matplotlib measures every string with FreeType (~1 ms each) and caches the result per
+    renderer, i.e. per saved file; the SVG renderer's metrics depend only on the string and the
+    font (not on a dpi), so one cache for the process gives the same numbers without measuring
+    the same tick label, name or unit again in every chart."""
+    from matplotlib.backends.backend_svg import RendererSVG
+
+    orig = RendererSVG.get_text_width_height_descent
+
+    def cached(self, s, prop, ismath):
+        key = (s, hash(prop), str(ismath))
+        v = _METRICS.get(key)
+        if v is None:
+            if len(_METRICS) > 50000:
+                _METRICS.clear()
+            v = _METRICS[key] = orig(self, s, prop, ismath)
+        return v
+
+    RendererSVG.get_text_width_height_descent = cached
+    try:
+        yield
+    finally:
+        RendererSVG.get_text_width_height_descent = orig
+
+
+def _svg_bytes(fig) -> bytes:
+    if isinstance(fig, _CanvasFigure) and fig._cpa_pure():
+        return _svg_direct(fig)
+    buf = io.BytesIO()
+    with style(), _shared_text_metrics():
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, facecolor="white")
+    return buf.getvalue()
+
+
+def _write_all(figs, formats=("png", "svg"), engine: str = "auto", dpi: int = 300) -> list[dict]:
+    """Write each (figure, base path) as SVG and PNG; the PNGs of all of them in one typst
+    compile. Returns one ``{"png": path, "svg": path}`` per figure."""
+    from cpa.io import atomic_write
+
+    outs, svgs = [], []
+    for fig, base in figs:
+        base = os.fspath(base)
+        svg = _svg_bytes(fig)
+        out = {}
+        if "svg" in formats:
+            out["svg"] = f"{base}.svg"
+            atomic_write(out["svg"], svg, force=True)
+        outs.append(out)
+        svgs.append(svg)
+    if "png" in formats:
+        pngs = None
+        if engine == "auto" and "svg" in formats:
+            pngs = _pngs_from_svgs([(o["svg"], svg) for o, svg in zip(outs, svgs, strict=True)], dpi)
+        for i, ((fig, base), out) in enumerate(zip(figs, outs, strict=True)):
+            png = pngs[i] if pngs else None
+            if png is None:
+                with style():
+                    png = _png_bytes(fig, dpi)
+            out["png"] = f"{os.fspath(base)}.png"
+            atomic_write(out["png"], png, force=True)
+    return outs
 
 
 def save_figure(fig, base_path, engine: str = "auto", formats=("png", "svg")) -> dict:
-    """Write ``base_path.svg`` and ``base_path.png`` (300 dpi) atomically and close the figure.
+    """Write ``base_path.svg`` and ``base_path.png`` (300 dpi) atomically.
 
     Returns ``{"png": path, "svg": path}``. The SVG keeps text as text (``svg.fonttype
     none``, font DejaVu Sans), so the booklet's PDF stays searchable and exact. The PNG is the
     SVG rasterised by typst when it is installed (``engine="auto"``), else drawn by matplotlib's
     Agg (``engine="agg"``): both use the same DejaVu Sans fonts. ``formats=("svg",)`` writes
-    the SVG only (what a typst booklet embeds; half the time).
+    the SVG only (what a typst booklet embeds; half the time). The figure is drawn at its own
+    size: a chart made ``width_cm`` wide prints its text at the sizes it was given.
     """
-    from cpa.io import atomic_write
-
-    base = os.fspath(base_path)
-    out = {}
-    with style():
-        buf = io.BytesIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, facecolor="white")
-        svg = buf.getvalue()
-        if "svg" in formats:
-            out["svg"] = f"{base}.svg"
-            atomic_write(out["svg"], svg, force=True)
-        if "png" in formats:
-            png = _png_from_svg(out["svg"], svg) if engine == "auto" and "svg" in out else None
-            if png is None:
-                png = _png_bytes(fig)
-            out["png"] = f"{base}.png"
-            atomic_write(out["png"], png, force=True)
-    fig.clear()
-    return out
+    return _write_all([(fig, base_path)], formats=formats, engine=engine)[0]
 
 
 def default_sankey_layer(res) -> str:
@@ -1821,52 +2443,76 @@ def default_sankey_layer(res) -> str:
     return "water"
 
 
-def render_facility_charts(res, lang: str, outdir, layer: str | None = None, formats=("png", "svg")) -> dict:
+def _width(widths, key: str) -> float:
+    if widths is None:
+        return FULL_W
+    if isinstance(widths, (int, float)):
+        return float(widths)
+    return float(widths.get(key, FULL_W))
+
+
+def render_facility_charts(res, lang: str, outdir, layer: str | None = None, formats=("png", "svg"),
+                           widths=None) -> dict:
     """Render every chart of one facility into ``outdir``: ``{key: {"png": ..., "svg": ...}}``.
 
     Keys: ``before_after_specific``, ``before_after_absolute``, ``savings_by_option``,
     ``payback``, ``waste_pareto``, ``sankey_before``, ``sankey_after`` (latest monitoring
     period), ``flow_chart``; a key is omitted when its chart does not apply. ``layer`` is the
     Sankey's layer (default :func:`default_sankey_layer`); ``formats`` as in :func:`save_figure`.
+    ``widths`` [cm]: one width for all charts, or ``{key: width}`` (default 17 cm, the full
+    text width): each chart is drawn at the width it will be printed, so that its text prints
+    at its nominal size (the booklet passes :data:`cpa.booklet.CHART_WIDTHS`). The PNGs of all
+    the charts are rasterised in one typst compile.
     """
     outdir = os.fspath(outdir)
     os.makedirs(outdir, exist_ok=True)
     layer = layer or default_sankey_layer(res)
+    W = lambda k: _width(widths, k)  # noqa: E731
     jobs = [
-        ("before_after_specific", lambda: before_after(res, lang, specific=True)),
-        ("before_after_absolute", lambda: before_after(res, lang, specific=False)),
-        ("savings_by_option", lambda: savings_by_option(res, lang)),
-        ("payback", lambda: payback_vs_investment(res, lang)),
-        ("waste_pareto", lambda: waste_pareto(res, lang)),
-        ("sankey_before", lambda: sankey(res, lang, layer=layer, period=res.baseline)),
-        ("sankey_after", lambda: sankey(res, lang, layer=layer, period=res.monitoring[-1])
+        ("before_after_specific", lambda: before_after(res, lang, specific=True, width_cm=W("before_after_specific"))),
+        ("before_after_absolute", lambda: before_after(res, lang, specific=False, width_cm=W("before_after_absolute"))),
+        ("savings_by_option", lambda: savings_by_option(res, lang, width_cm=W("savings_by_option"))),
+        ("payback", lambda: payback_vs_investment(res, lang, width_cm=W("payback"))),
+        ("waste_pareto", lambda: waste_pareto(res, lang, width_cm=W("waste_pareto"))),
+        ("sankey_before", lambda: sankey(res, lang, layer=layer, period=res.baseline, width_cm=W("sankey_before"))),
+        ("sankey_after", lambda: sankey(res, lang, layer=layer, period=res.monitoring[-1], width_cm=W("sankey_after"))
          if res.monitoring else None),
-        ("flow_chart", lambda: flow_chart(res, lang)),
+        ("flow_chart", lambda: flow_chart(res, lang, width_cm=W("flow_chart"))),
     ]
-    out = {}
-    for key, make in jobs:
-        fig = make()
-        if fig is not None:
-            out[key] = save_figure(fig, os.path.join(outdir, key), formats=formats)
-    return out
+    global _MEMO
+    figs = []
+    _MEMO = {}
+    try:
+        for key, make in jobs:
+            fig = make()
+            if fig is not None:
+                figs.append((key, fig))
+    finally:
+        _MEMO = None
+    outs = _write_all([(fig, os.path.join(outdir, key)) for key, fig in figs], formats=formats)
+    return {key: out for (key, _), out in zip(figs, outs, strict=True)}
 
 
-def render_programme_charts(table, lang: str, outdir, band=(8, 13), formats=("png", "svg")) -> dict:
+def render_programme_charts(table, lang: str, outdir, band=(8, 13), formats=("png", "svg"), widths=None) -> dict:
     """Render the programme charts into ``outdir``: keys ``programme_change``,
-    ``programme_totals`` (omitted when the table lacks their columns)."""
+    ``programme_totals`` (omitted when the table lacks their columns); ``widths`` as in
+    :func:`render_facility_charts`."""
     outdir = os.fspath(outdir)
     os.makedirs(outdir, exist_ok=True)
-    out = {}
-    for key, make in (("programme_change", lambda: programme_change(table, lang, band=band)),
-                      ("programme_totals", lambda: programme_totals(table, lang))):
+    figs = []
+    for key, make in (("programme_change", lambda: programme_change(table, lang, band=band,
+                                                                     width_cm=_width(widths, "programme_change"))),
+                      ("programme_totals", lambda: programme_totals(table, lang,
+                                                                     width_cm=_width(widths, "programme_totals")))):
         fig = make()
         if fig is not None:
-            out[key] = save_figure(fig, os.path.join(outdir, key), formats=formats)
-    return out
+            figs.append((key, fig))
+    outs = _write_all([(fig, os.path.join(outdir, key)) for key, fig in figs], formats=formats)
+    return {key: out for (key, _), out in zip(figs, outs, strict=True)}
 
 
 __all__ = [
     "before_after", "savings_by_option", "payback_vs_investment", "waste_pareto", "sankey", "flow_chart",
     "programme_change", "programme_totals", "save_figure", "render_facility_charts",
-    "render_programme_charts", "number_formatter", "wrap", "style",
+    "render_programme_charts", "number_formatter", "wrap", "style", "head_height",
 ]

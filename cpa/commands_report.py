@@ -160,49 +160,108 @@ PRELOAD = ["cpa.results", "cpa.booklet", "cpa.charts", "cpa.options", "cpa.compa
            "matplotlib.pyplot", "typst"]
 
 
-def _results_task(ws):
-    """Worker: a facility's results, or the message of the calculation that failed."""
+def _results_task(args):
+    """Worker: a facility's results and its row of the programme table (or the message of the
+    calculation that failed). Both are computed once, for both languages."""
     from cpa.errors import CPAError
     from cpa.results import facility_results
 
+    ws, raw_settings = args
     try:
-        return facility_results(ws), None
+        res = facility_results(ws)
     except CPAError as exc:  # a calculation the validator could not foresee
-        return None, str(exc)
+        return None, None, str(exc)
+    row = None
+    prog = _programme_module()
+    if prog is not None and hasattr(prog, "facility_row") and hasattr(prog, "Settings"):
+        try:
+            settings = raw_settings if isinstance(raw_settings, prog.Settings) else None
+            row = prog.facility_row(ws, settings or prog.Settings())
+        except CPAError:
+            row = None  # the table is then built (and its error raised) by programme_table
+    return res, row, None
+
+
+def _load_task(args):
+    """Worker: read and check one worksheet; when it has no error, its results and programme
+    row too. Returns (worksheet, (path, problems, n_errors), results, row, calculation error)."""
+    from cpa.worksheet import read
+
+    path, raw_settings = args
+    ws = read(path)
+    n_errors = len(ws.errors)
+    entry = (path, list(ws.problems), n_errors)
+    if n_errors:
+        return ws, entry, None, None, None
+    res, row, err = _results_task((ws, raw_settings))
+    return ws, entry, res, row, err
+
+
+def _programme_charts_task(table, lang, ldir, settings):
+    """Worker: the programme charts of one language (they need the table only)."""
+    from cpa.booklet import PROGRAMME_CHART_WIDTHS
+
+    charts_mod = _charts_module()
+    if charts_mod is None or table is None:
+        return None
+    return charts_mod.render_programme_charts(_chart_table(table), lang, os.path.join(ldir, "charts", "_programme"),
+                                              band=settings["target"], widths=PROGRAMME_CHART_WIDTHS)
 
 
 def _facility_task(res, lang, ldir, name, settings, tmp):
-    """Worker: the charts and the booklet of one facility in one language; returns the charts."""
-    from cpa.booklet import build_facility_booklet
+    """Worker: the charts and the booklet of one facility in one language; returns the charts
+    and the booklet's data (which the programme booklet reuses)."""
+    from cpa.booklet import CHART_WIDTHS, build_facility_booklet, facility_data
 
     charts_mod = _charts_module()
     charts = None
     if charts_mod is not None:
-        charts = charts_mod.render_facility_charts(res, lang, os.path.join(ldir, "charts", name))
+        charts = charts_mod.render_facility_charts(res, lang, os.path.join(ldir, "charts", name),
+                                                   widths=CHART_WIDTHS)
+    data = facility_data(res, lang, charts, settings)
     build_facility_booklet(res, lang, os.path.join(ldir, f"{name}.pdf"), charts, settings,
-                           workdir=_workdir(tmp))
-    return charts
+                           workdir=_workdir(tmp), data=data)
+    return charts, data
 
 
-def _programme_task(results, lang, ldir, table, summary, settings, fcharts, tmp):
-    """Worker: the programme charts and booklet in one language."""
+def _programme_task(results, lang, ldir, table, summary, settings, fcharts, fdatas, pcharts, tmp):
+    """Worker: the programme booklet in one language (its charts are made beforehand)."""
     from cpa.booklet import build_programme_booklet
 
-    charts_mod = _charts_module()
-    pcharts = None
-    if charts_mod is not None and table is not None:
-        pcharts = charts_mod.render_programme_charts(table, lang, os.path.join(ldir, "charts", "_programme"),
-                                                     band=settings["target"])
     build_programme_booklet(results, lang, os.path.join(ldir, "programme.pdf"), table=table,
                             summary=summary, settings=settings, facility_charts=fcharts,
-                            programme_charts=pcharts, workdir=_workdir(tmp))
+                            programme_charts=pcharts, workdir=_workdir(tmp), facility_datas=fdatas)
 
 
-def _table_task(worksheets, raw_settings):
+def _chart_table(table):
+    """The programme table as the programme charts should read it: the changes of the
+    indicators every facility has (:data:`cpa.charts.CHANGE_COLUMNS`: energy, electricity,
+    water...), not those of one facility's own materials (``material_<stream>_change_pct``,
+    one column per material, each empty but for one facility); savings net of added operating
+    costs as ``saving_vnd_per_yr`` when the table has only that."""
+    charts_mod = _charts_module()
+    known = getattr(charts_mod, "CHANGE_COLUMNS", {})
+    drop = [c for c in table.columns if c.endswith("_change_pct") and c not in known]
+    table = table.drop(columns=drop)
+    if "saving_vnd_per_yr" not in table.columns and "net_saving_vnd_per_yr" in table.columns:
+        table = table.assign(saving_vnd_per_yr=table["net_saving_vnd_per_yr"])
+    return table
+
+
+def _programme_table(worksheets, rows, raw_settings):
+    """The programme table and summary from the rows computed beside each facility's results
+    (exactly :func:`cpa.programme.programme_table`, without computing every facility again);
+    (None, None) without the programme module."""
     prog = _programme_module()
     if prog is None:
         return None, None
-    table = prog.programme_table(worksheets, raw_settings)
+    ids = [ws.id for ws in worksheets]
+    if any(r is None for r in rows) or len(set(ids)) != len(ids):
+        table = prog.programme_table(worksheets, raw_settings)  # raises the proper error
+    else:
+        import pandas as pd
+
+        table = pd.DataFrame(rows)
     return table, prog.programme_summary(table, raw_settings)
 
 
@@ -226,17 +285,42 @@ class _Serial:
         return False
 
 
+def _typst_used_here() -> bool:
+    """Has this process run a typst compile (its compiler's threads would not survive a fork)?"""
+    for mod, fn in (("cpa.booklet", "_compiler"), ("cpa.charts", "_typst_compiler")):
+        m = sys.modules.get(mod)
+        f = getattr(m, fn, None) if m is not None else None
+        if f is not None and f.cache_info().currsize:
+            return True
+    return False
+
+
 def _executor(jobs: int):
-    """A process pool forked from a server that has imported cpa (no typst state inherited)."""
+    """A process pool whose workers start with cpa, matplotlib and typst imported.
+
+    Where the platform forks and this process has not run typst yet (the command line), the
+    heavy modules are imported once here and the workers are forked from this process: no
+    second interpreter to start and no imports to repeat. Otherwise (a test that built a
+    booklet in-process first, a platform without fork) a forkserver that has imported them.
+    """
     if jobs <= 1:
         return _Serial()
+    import importlib
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    try:
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and not _typst_used_here():
+        for m in PRELOAD:
+            try:
+                importlib.import_module(m)
+            except ImportError:
+                pass
+        ctx = mp.get_context("fork")
+    elif "forkserver" in methods:
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
-    except ValueError:  # pragma: no cover - platforms without fork
+    else:  # pragma: no cover - platforms without fork
         ctx = mp.get_context("spawn")
     return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
 
@@ -248,31 +332,45 @@ def default_jobs() -> int:
         return max(1, min(os.cpu_count() or 1, 8))
 
 
+def _weight(res) -> float:
+    """A rough cost of a facility's charts and booklet (for the order of the work)."""
+    t = res.ws.tables
+    return len(t["steps"]) + len(t["options"]) + 0.3 * len(t["streams"])
+
+
 def run_report(files, out: str, langs, settings_path: str | None = None, progress: bool = True,
                jobs: int | None = None) -> dict:
     """Build everything for the worksheet ``files`` into ``out``; returns what was written.
 
-    Each facility's results are computed once (for both languages); charts and booklets run in
-    ``jobs`` worker processes. Raises :class:`ReportInvalid` (every problem of every worksheet)
-    before anything is written.
+    Each facility's results (and its row of the programme table) are computed once for both
+    languages, in worker processes; then the charts and booklet of each (facility, language)
+    are one task each, the larger facilities first, and each language's programme booklet
+    starts as soon as that language's facilities are done. Raises :class:`ReportInvalid`
+    (every problem of every worksheet) before anything is written.
     """
     import shutil
     import tempfile
-    from concurrent.futures import as_completed
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     jobs = default_jobs() if jobs is None else jobs
-    worksheets = check_all(files)
     raw_settings, settings = load_settings(settings_path)
-    names = output_names(worksheets)
     with _executor(jobs) as ex:
-        table_future = ex.submit(_table_task, worksheets, raw_settings)
-        results, failures = [], []
-        for ws, (res, err) in zip(worksheets, ex.map(_results_task, worksheets), strict=True):
-            if err:
-                failures.append((ws.path, [err], 1))
+        # read, check and compute each facility in the workers, in parallel
+        loaded = ex.map(_load_task, [(path, raw_settings) for path in files])
+        worksheets, report, results, rows, failures = [], [], [], [], []
+        for path, (ws, entry, res, row, err) in zip(files, loaded, strict=True):
+            worksheets.append(ws)
+            report.append(entry)
             results.append(res)
+            rows.append(row)
+            if err:
+                failures.append((path, [err], 1))
+        if any(n for _p, _pr, n in report):
+            raise ReportInvalid(report)
         if failures:
             raise ReportInvalid(failures, total=len(worksheets))
+        names = output_names(worksheets)
+        table, summary = _programme_table(worksheets, rows, raw_settings)
 
         os.makedirs(out, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".cpa-build-", dir=out)
@@ -280,26 +378,55 @@ def run_report(files, out: str, langs, settings_path: str | None = None, progres
         total = len(langs) * (len(results) + 1) + 1
         try:
             with _Progress(total, progress) as bar:
-                futures = {}
+                order = sorted(range(len(results)), key=lambda i: -_weight(results[i]))
                 for lang in langs:
-                    ldir = os.path.join(tmp, lang)
-                    os.makedirs(ldir, exist_ok=True)
-                    for res, name in zip(results, names, strict=True):
-                        f = ex.submit(_facility_task, res, lang, ldir, name, settings, tmp)
-                        futures[f] = (lang, res.ws.id, name)
-                table, summary = table_future.result()
+                    os.makedirs(os.path.join(tmp, lang), exist_ok=True)
+                # our own queue (the pool's is first in, first out) with a few tasks in flight:
+                # the programme charts first, then the facilities, larger ones first; a
+                # language's programme booklet (the longest task) goes to the front as soon as
+                # that language's facilities and programme charts are done
+                queue = [("pcharts", lang, None) for lang in langs]
+                queue += [("facility", lang, i) for lang in langs for i in order]
                 fcharts = {lang: {} for lang in langs}
-                for f in as_completed(futures):
-                    lang, fid, name = futures[f]
-                    fcharts[lang][fid] = f.result()
-                    bar.step(f"{lang}: {name}.pdf")
-                pfutures = {ex.submit(_programme_task, results, lang, os.path.join(tmp, lang), table,
-                                      summary, settings, fcharts[lang], tmp): lang for lang in langs}
-                write_summary(os.path.join(tmp, "summary.xlsx"), results, names, table)
+                fdatas = {lang: {} for lang in langs}
+                pcharts = {}
+                left = {lang: len(results) + 1 for lang in langs}
+                inflight: dict = {}
+
+                def feed():
+                    while queue and len(inflight) < 2 * jobs:
+                        kind, lang, i = queue.pop(0)
+                        ldir = os.path.join(tmp, lang)
+                        if kind == "facility":
+                            f = ex.submit(_facility_task, results[i], lang, ldir, names[i], settings, tmp)
+                        elif kind == "pcharts":
+                            f = ex.submit(_programme_charts_task, table, lang, ldir, settings)
+                        else:
+                            f = ex.submit(_programme_task, results, lang, ldir, table, summary, settings,
+                                          fcharts[lang], fdatas[lang], pcharts.get(lang), tmp)
+                        inflight[f] = (kind, lang, i)
+
+                feed()
+                write_summary(os.path.join(tmp, "summary.xlsx"), results, names, table)  # meanwhile
                 bar.step("summary.xlsx")
-                for f in as_completed(pfutures):
-                    f.result()
-                    bar.step(f"{pfutures[f]}: programme.pdf")
+                while inflight:
+                    done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                    for f in done:
+                        kind, lang, i = inflight.pop(f)
+                        if kind == "programme":
+                            f.result()
+                            bar.step(f"{lang}: programme.pdf")
+                            continue
+                        if kind == "pcharts":
+                            pcharts[lang] = f.result()
+                        else:
+                            fid = results[i].ws.id
+                            fcharts[lang][fid], fdatas[lang][fid] = f.result()
+                            bar.step(f"{lang}: {names[i]}.pdf")
+                        left[lang] -= 1
+                        if not left[lang]:
+                            queue.insert(0, ("programme", lang, None))
+                    feed()
             shutil.rmtree(os.path.join(tmp, ".work"), ignore_errors=True)
             written = _move_into_place(tmp, out)
         finally:

@@ -97,6 +97,62 @@ def test_every_example_renders(path, lang, tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".cpa-")]  # no temporary left
 
 
+def svg_font_sizes(path):
+    """(size [pt], inside a tick label?) of every text of a chart's SVG (matplotlib's or the
+    direct writer's; both in pt units)."""
+    import xml.etree.ElementTree as ET
+
+    out = []
+
+    def walk(el, tick):
+        ident = el.get("id", "")
+        tick = tick or ident.startswith(("xtick_", "ytick_"))
+        if el.tag.endswith("text"):
+            size = el.get("font-size")
+            if size is None:
+                m = re.search(r"font-size:\s*([0-9.]+)px", el.get("style", ""))
+                size = m.group(1) if m else None
+            assert size is not None, ET.tostring(el)[:200]
+            out.append((float(size), tick))
+        for child in el:
+            walk(child, tick)
+
+    walk(ET.parse(path).getroot(), False)
+    return out
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+@pytest.mark.parametrize("path", [EXAMPLES[0], EXAMPLES[-1]], ids=["first", "last"])
+def test_charts_at_booklet_widths_are_legible(path, lang, tmp_path):
+    """Drawn at the width the booklet places them: the SVG is that wide, tick labels are
+    ≥ 6.5 pt and every other text ≥ 7 pt (so they print at those sizes)."""
+    from cpa.booklet import CHART_WIDTHS
+
+    res = bundle(path)
+    out = charts.render_facility_charts(res, lang, tmp_path, widths=CHART_WIDTHS)
+    assert out
+    for key, paths in out.items():
+        text = svg_text(paths["svg"])
+        w = float(re.search(r'<svg[^>]*?width="([0-9.]+)pt"', text).group(1))
+        assert abs(w - CHART_WIDTHS[key] / 2.54 * 72) < 0.5, (key, w)
+        sizes = svg_font_sizes(paths["svg"])
+        assert sizes, key
+        for size, tick in sizes:
+            assert size >= (6.5 if tick else 7.0), (key, size, tick)
+        px, _ = png_size(paths["png"])
+        assert abs(px - CHART_WIDTHS[key] / 2.54 * 300) < 3, (key, px)  # 300 dpi at its width
+
+
+def test_canvas_chart_through_matplotlib(tmp_path):
+    """A chart drawn on the canvas (written to SVG directly) draws the same with Agg."""
+    res = bundle(EXAMPLES[0])
+    fig = charts.flow_chart(res, "vi", width_cm=8.6)
+    paths = charts.save_figure(fig, tmp_path / "flow", engine="agg")
+    w, _h = png_size(paths["png"])
+    assert abs(w - 8.6 / 2.54 * 300) < 3
+    assert "Giặt xả sau nhuộm" in svg_text(paths["svg"])
+
+
 def test_examples_exist():
     assert EXAMPLES
 

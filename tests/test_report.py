@@ -55,9 +55,11 @@ def textile_vi(tmp_path_factory):
     out = tmp_path_factory.mktemp("booklet")
     charts = None
     try:
+        from cpa.booklet import CHART_WIDTHS
         from cpa.charts import render_facility_charts
 
-        charts = render_facility_charts(res, "vi", out / "charts")
+        # each chart drawn at the width the booklet places it (as `cpa report` does)
+        charts = render_facility_charts(res, "vi", out / "charts", widths=CHART_WIDTHS)
     except ImportError:
         pass
     pdf = str(out / "textile.vi.pdf")
@@ -90,6 +92,55 @@ def test_every_page_says_illustrative(textile_vi):
     assert 2 <= len(reader.pages) <= 4
     for page in reader.pages:
         assert "MINH HỌA" in page.extract_text()
+
+
+def printed_sizes(path) -> list[tuple[float, str]]:
+    """(size as printed [pt], text) of every piece of text in a PDF: the font size times the
+    scale of the text and current matrices — charts embedded as SVG included."""
+    import math
+
+    out = []
+    for page in pypdf.PdfReader(path).pages:
+        def visit(text, cm, tm, _font, size):
+            if text.strip():
+                a, b = tm[0] * cm[0] + tm[1] * cm[2], tm[0] * cm[1] + tm[1] * cm[3]
+                c, d = tm[2] * cm[0] + tm[3] * cm[2], tm[2] * cm[1] + tm[3] * cm[3]
+                out.append((size * math.sqrt(abs(a * d - b * c)), text.strip()))
+
+        page.extract_text(visitor_text=visit)
+    return out
+
+
+def test_every_text_prints_at_least_6_5_pt(textile_vi):
+    """Charts are drawn at the width the booklet places them: nothing is scaled down, so every
+    text — tables, notes and the charts' labels and ticks — prints at 6.5 pt or more."""
+    _res, pdf = textile_vi
+    sizes = printed_sizes(pdf)
+    assert len(sizes) > 500
+    small = [(round(v, 2), t) for v, t in sizes if v < 6.45]
+    assert not small, small[:10]
+    # the charts' text is there (the flow chart's step names, the Pareto's shares)
+    text = flat(pdf_text(pdf))
+    assert "Giặt xả sau nhuộm" in text and "Tỷ lệ cộng dồn" in text
+
+
+def test_programme_table_from_the_results_rows():
+    """The programme table assembled from the rows computed beside each facility's results is
+    programme_table's."""
+    prog = pytest.importorskip("cpa.programme")
+    import glob
+
+    import pandas as pd
+
+    from cpa.commands_report import _programme_table, _results_task
+    from cpa.worksheet import load
+
+    settings = prog.load_settings(os.path.join(ROOT, "examples", "programme.toml"))
+    wss = [load(p) for p in sorted(glob.glob(os.path.join(ROOT, "examples", "*.cpa.md")))[:3]]
+    rows = [_results_task((ws, settings))[1] for ws in wss]
+    table, summary = _programme_table(wss, rows, settings)
+    pd.testing.assert_frame_equal(table, prog.programme_table(wss, settings))
+    assert summary == prog.programme_summary(prog.programme_table(wss, settings), settings)
 
 
 def test_booklet_english(tmp_path):
