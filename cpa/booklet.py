@@ -30,6 +30,7 @@ import shutil
 import tempfile
 from functools import lru_cache
 
+from cpa.frames import memo, records
 from cpa.io import atomic_write
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
@@ -177,20 +178,8 @@ class Fmt:
 # facility data
 
 
-#: While :func:`facility_data` runs: id(table) → (table, its records) — the same tables are
-#: read many times, and ``to_dict`` is the slow part of reading them.
-_MEMO: dict | None = None
-
-
 def _records(df) -> list[dict]:
-    if df is None:
-        return []
-    if _MEMO is None:
-        return df.to_dict("records")
-    hit = _MEMO.get(id(df))
-    if hit is None or hit[0] is not df:
-        hit = _MEMO[id(df)] = (df, df.to_dict("records"))
-    return list(hit[1])  # a new list: callers filter and sort it
+    return records(df)
 
 
 def _name(ws, lang) -> str:
@@ -602,15 +591,8 @@ def facility_data(res, lang: str, charts: dict | None = None, settings: dict | N
     ``charts`` maps chart keys to ``{"svg": path, ...}``; the dict refers to each SVG as
     ``{chart_dir}/{key}.svg`` (where :func:`build_facility_booklet` copies it).
     """
-    global _MEMO
-    outer = _MEMO is None
-    if outer:
-        _MEMO = {}
-    try:
+    with memo():  # the same tables are read many times
         return _facility_data(res, lang, charts, settings, chart_dir)
-    finally:
-        if outer:
-            _MEMO = None
 
 
 def _facility_data(res, lang, charts, settings, chart_dir) -> dict:

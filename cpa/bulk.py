@@ -45,6 +45,7 @@ import numpy as np
 
 from cpa import schema
 from cpa.errors import CPAError
+from cpa.programme import no_options
 
 __all__ = ["Bulk", "load_many", "programme_table_bulk", "programme_from_paths"]
 
@@ -1026,7 +1027,7 @@ class _Rollup:
                 _resource(row, f"material_{st}", f"t/{punit}" if punit else "", bv, lv)
             row["toe_vn_per_yr_baseline"] = float(toe[b] * self.p_annual[b])
             row["key_energy_user"] = bool(row["toe_vn_per_yr_baseline"] >= 1000.0)
-            row.update(opts.get(fc) or _no_options())
+            row.update(opts.get(fc) or no_options())
             out[fc] = row
         return out
 
@@ -1094,7 +1095,7 @@ class _Rollup:
         for fc in facs_with.tolist():
             if fail[fc]:
                 continue
-            d = _no_options()
+            d = no_options()
             for key, arr in counts.items():
                 d[key] = int(arr[fc])
             d["saving_gj_per_yr"] = float(summ["saving_gj_per_yr"][fc])
@@ -1702,23 +1703,6 @@ def _pd_sum(values) -> float:
     if not values:
         return 0.0
     return float(np.sum(np.asarray(values, dtype=float)))
-
-
-def _no_options() -> dict:
-    from cpa.programme import SAVING_FIELDS
-    from cpa.schema import choices
-
-    d = {}
-    for c in choices("option_category"):
-        d[f"options_{c.id}"] = 0
-    for c in choices("option_status"):
-        d[f"options_{c.id}"] = 0
-    d["options_total"] = 0
-    d["options_rejected"] = 0
-    for f in SAVING_FIELDS + ("investment_vnd", "grant_vnd"):
-        d[f] = 0.0
-    d["payback_yr"] = math.nan
-    return d
 
 
 def _resource(row, key, unit, b_val, l_val):

@@ -41,6 +41,7 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from cpa.frames import memo, records  # noqa: E402
 from cpa.numbers import format_number  # noqa: E402
 
 CM = 1 / 2.54
@@ -715,20 +716,8 @@ def _name(row: dict, lang: str, base: str = "name") -> str:
     return str(en) if ok(en) else str(vi) if ok(vi) else str(row.get("id", ""))
 
 
-#: While :func:`render_facility_charts` runs: id(table) → (table, its records). The charts of
-#: one facility read the same tables many times, and ``to_dict`` is the slow part of reading.
-_MEMO: dict | None = None
-
-
 def _records(df) -> list[dict]:
-    if df is None or not len(df):
-        return []
-    if _MEMO is None:
-        return df.to_dict("records")
-    hit = _MEMO.get(id(df))
-    if hit is None or hit[0] is not df:
-        hit = _MEMO[id(df)] = (df, df.to_dict("records"))
-    return list(hit[1])  # a new list: callers sort it
+    return records(df) if df is not None and len(df) else []
 
 
 def _streams(res) -> dict:
@@ -2479,16 +2468,12 @@ def render_facility_charts(res, lang: str, outdir, layer: str | None = None, for
          if res.monitoring else None),
         ("flow_chart", lambda: flow_chart(res, lang, width_cm=W("flow_chart"))),
     ]
-    global _MEMO
     figs = []
-    _MEMO = {}
-    try:
+    with memo():  # the charts of one facility read the same tables many times
         for key, make in jobs:
             fig = make()
             if fig is not None:
                 figs.append((key, fig))
-    finally:
-        _MEMO = None
     outs = _write_all([(fig, os.path.join(outdir, key)) for key, fig in figs], formats=formats)
     return {key: out for (key, _), out in zip(figs, outs, strict=True)}
 

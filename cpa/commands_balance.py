@@ -9,22 +9,17 @@ JSON_FORMAT = "cpa.balance/1"
 
 
 def balance_results(ws, period=None, layer=None) -> dict:
-    """The tables `cpa balance` reports (pure; no I/O)."""
-    from cpa.balance import balances
-    from cpa.costs import waste_costs
-    from cpa.indicators import factors_used, indicators
-    from cpa.quantities import Converter, period_table, resolve_flows
+    """The tables `cpa balance` reports, from :func:`cpa.results.facility_results` (no I/O)."""
+    from cpa.results import facility_results
 
-    conv = Converter(ws)
-    flows = resolve_flows(ws, conv)
-    bal = balances(ws, period=period, layer=layer, flows=flows)
-    ind = indicators(ws, flows=flows, conv=conv)
-    cost = waste_costs(ws, flows=flows, conv=conv)
+    res = facility_results(ws, options=False)
+    bal, ind, cost = res.balances, res.indicators, res.waste_costs
     if period:
-        ind = ind[ind["period"] == period]
-        cost = cost[cost["period"] == period]
-    return {"periods": period_table(ws), "balances": bal, "indicators": ind, "waste_costs": cost,
-            "factors": factors_used(ws, conv)}
+        bal, ind, cost = (t[t["period"] == period] for t in (bal, ind, cost))
+    if layer:
+        bal = bal[bal["layer"] == layer]
+    return {"periods": res.periods, "balances": bal.reset_index(drop=True), "indicators": ind,
+            "waste_costs": cost, "factors": res.factors}
 
 
 @click.command("balance", context_settings=CONTEXT)

@@ -79,31 +79,21 @@ RESULT_SHEETS = {"balances": "balances", "indicators": "indicators", "waste_cost
 
 
 def _results(ws) -> dict:
-    """Result tables to export, from the calculation modules that exist.
+    """Result tables to export (the results bundle of :mod:`cpa.results`).
 
     A worksheet whose results cannot be computed is still exported (its tables), with a warning.
     """
+    from cpa import results as calc
     from cpa.errors import CPAError
 
     results = {}
     try:
-        try:
-            from cpa.results import facility_results
-        except ImportError:
-            facility_results = None
-        if facility_results is not None:
-            bundle = facility_results(ws)
-            for attr, sheet in RESULT_SHEETS.items():
-                frame = getattr(bundle, attr, None)
-                if frame is not None and hasattr(frame, "columns") and len(frame.columns):
-                    results[sheet] = frame
-            return results
-        for module, name in (("cpa.balance", "balance_tables"), ("cpa.options", "option_tables")):
-            try:
-                func = getattr(__import__(module, fromlist=[name]), name)
-            except (ImportError, AttributeError):
-                continue
-            results.update(func(ws) or {})
+        bundle = calc.facility_results(ws)
+        for attr, sheet in RESULT_SHEETS.items():
+            frame = getattr(bundle, attr, None)
+            if frame is not None and hasattr(frame, "columns") and len(frame.columns):
+                results[sheet] = frame
+        return results
     except CPAError as exc:
         click.echo(f"warning: results not exported, only the worksheet: {exc}", err=True)
         return {}
@@ -111,7 +101,6 @@ def _results(ws) -> dict:
         click.echo(f"warning: results not exported, only the worksheet: the calculation failed "
                    f"({type(exc).__name__}: {exc}); please report this as a bug", err=True)
         return {}
-    return results
 
 
 @click.command("export", context_settings=CONTEXT)

@@ -151,18 +151,21 @@ def _target(change_pct: float, s: Settings) -> str:
     return "below"
 
 
-def _options(ws, row: dict) -> None:
+def no_options() -> dict:
+    """The option fields of a facility row with no options (counts 0, savings 0, payback NaN)."""
     from cpa.schema import choices
 
-    for c in choices("option_category"):
-        row[f"options_{c.id}"] = 0
-    for c in choices("option_status"):
-        row[f"options_{c.id}"] = 0
+    row = {f"options_{c.id}": 0 for name in ("option_category", "option_status") for c in choices(name)}
     row["options_total"] = 0
     row["options_rejected"] = 0
     for f in SAVING_FIELDS + ("investment_vnd", "grant_vnd"):
         row[f] = 0.0
     row["payback_yr"] = math.nan
+    return row
+
+
+def _options(ws, row: dict) -> None:
+    row.update(no_options())
     if not len(ws.tables["options"]):
         return
     from cpa.options import combined_totals, option_register

@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 
 from cpa.errors import FactorError, UnitError
+from cpa.frames import row_dicts
 
 MASS_KINDS = ("raw_material", "auxiliary", "intermediate", "product", "by_product", "solid_waste",
               "hazardous_waste", "air_emission", "loss")
@@ -76,7 +77,7 @@ class Converter:
         self.ws = ws
         self.fs = ws.factor_set()
         streams = ws.tables["streams"]
-        self.streams = {r["id"]: r for r in _records(streams)}
+        self.streams = {r["id"]: r for r in row_dicts(streams)}
         self.water_in_mass = bool(ws.facility.get("water_in_mass_balance"))
         self._cache: dict = {}
         self.used: dict[str, object] = {}  # factor id -> Factor
@@ -249,12 +250,6 @@ class Converter:
             except FactorError:
                 pass
         c.co2e_other_t = other
-
-
-def _records(frame):
-    cols = list(frame.columns)
-    values = [frame[c].tolist() for c in cols]
-    return [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
 
 
 def period_table(ws):

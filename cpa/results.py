@@ -50,8 +50,12 @@ class FacilityResults:
         return p.loc[p["kind"] == "monitoring", "id"].tolist()
 
 
-def facility_results(ws) -> FacilityResults:
-    """Compute every result of a (valid) worksheet once."""
+def facility_results(ws, options: bool = True) -> FacilityResults:
+    """Compute every result of a (valid) worksheet once.
+
+    With ``options=False`` only the balances, indicators and costs of waste are computed (what
+    ``cpa balance`` shows); an option that cannot be valued then does not stop them.
+    """
     from cpa.balance import balances, closure_warnings
     from cpa.costs import waste_costs
     from cpa.indicators import factors_used, indicators
@@ -67,26 +71,21 @@ def facility_results(ws) -> FacilityResults:
         factors=None,
         warnings=closure_warnings(ws, bal) + list(ws.warnings),
     )
-    _add_options(ws, res)
+    if options:
+        _add_options(ws, res)
     res.factors = factors_used(ws, conv)
     return res
 
 
 def _add_options(ws, res) -> None:
-    """Options, savings and before/after, once those modules exist and the worksheet has them."""
-    try:
-        from cpa import options as opt
-    except ImportError:
-        return
+    """Options, savings and before/after, where the worksheet has options / monitoring periods."""
+    from cpa.compare import compare
+    from cpa.options import Context, combined_savings, option_table, savings_table
+
     if len(ws.tables["options"]):
-        for name, fn in (("options", "option_table"), ("savings", "savings_table"),
-                         ("combined", "combined_savings")):
-            f = getattr(opt, fn, None)
-            if f is not None:
-                setattr(res, name, f(ws))
-    try:
-        from cpa.compare import compare
-    except ImportError:
-        return
+        ctx = Context(ws)  # savings computed once, shared by the register and the totals
+        res.savings = savings_table(ws, ctx)
+        res.options = option_table(ws, ctx, savings=res.savings)
+        res.combined = combined_savings(ws, savings=res.savings, ctx=ctx)
     if res.monitoring:
         res.compare = compare(ws)

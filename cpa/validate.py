@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from cpa import schema
 from cpa.errors import UnitError
+from cpa.frames import memo, records
 
 
 def validate(ws, b) -> None:
     t = ws.tables
     if not ws.facility and not t:
         return
+    with memo():
+        _validate(ws, b)
+
+
+def _validate(ws, b) -> None:
     _duplicates(ws, b)
     _references(ws, b)
     _periods(ws, b)
@@ -27,33 +33,13 @@ def validate(ws, b) -> None:
     _estimated_share(ws, b)
 
 
-_CACHE: dict = {}
-
-
-def _records(frame):
-    key = id(frame)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is frame:
-        return hit[1]
-    recs = _records_of(frame)
-    _CACHE.clear() if len(_CACHE) > 64 else None
-    _CACHE[key] = (frame, recs)
-    return recs
-
-
-def _records_of(frame):
-    cols = list(frame.columns)
-    values = [frame[c].tolist() for c in cols]
-    return [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
-
-
 def _duplicates(ws, b):
     for spec in schema.TABLES:
         if spec.keyvalue or not spec.key:
             continue
         frame = ws.tables[spec.name]
         seen: dict = {}
-        for rec in _records(frame):
+        for rec in records(frame):
             key = tuple(_norm(rec.get(k)) for k in spec.key)
             if all(k is None for k in key):
                 continue
@@ -114,8 +100,8 @@ def _references(ws, b):
 
 def _periods(ws, b):
     frame = ws.tables["periods"]
-    recs = [r for r in _records(frame) if r["start"] is not None and r["end"] is not None]
-    baseline = [r for r in _records(frame) if r["kind"] == "baseline"]
+    recs = [r for r in records(frame) if r["start"] is not None and r["end"] is not None]
+    baseline = [r for r in records(frame) if r["kind"] == "baseline"]
     if len(frame) and not baseline:
         b.problem("no baseline period", frame["_loc"].iloc[0], "periods", "kind", found="no period of kind baseline",
                   expected="exactly one baseline period", fix="mark the period before CP as baseline", code="baseline")
@@ -161,7 +147,7 @@ def _periods(ws, b):
 
 
 def _streams(ws, b):
-    for r in _records(ws.tables["streams"]):
+    for r in records(ws.tables["streams"]):
         if r["kind"] == "fuel" and not r["fuel"]:
             b.problem("a fuel stream needs its fuel type", r["_loc"], "streams", "fuel", found="(empty)",
                       expected="a fuel id: " + ", ".join(c.id for c in schema.choices("fuel")),
@@ -214,7 +200,7 @@ def _flow_units(ws, b):
 
 def _flows(ws, b):
     frame = ws.tables["flows"]
-    for r in _records(frame):
+    for r in records(frame):
         q = r["quantity"]
         if q is not None and q == q and q < 0:
             b.problem("a negative quantity", r["_loc"], "flows", "quantity", found=f"{q:g}",
@@ -229,7 +215,7 @@ def _flows(ws, b):
                       expected="two different steps", fix="internal loops do not enter the balance: remove it",
                       severity="warning", code="direction")
     for table, col in (("production", "quantity"), ("prices", "price")):
-        for r in _records(ws.tables[table]):
+        for r in records(ws.tables[table]):
             q = r[col]
             if q is not None and q == q and q < 0:
                 b.problem("a negative value", r["_loc"], table, col, found=f"{q:g}", expected="a value ≥ 0",
@@ -262,12 +248,12 @@ def _prices(ws, b):
     from cpa.units import dimension_of, parse_unit
 
     kinds = _stream_kinds(ws)
-    for r in _records(ws.tables["prices"]):
+    for r in records(ws.tables["prices"]):
         unit = r["unit"]
         if not isinstance(unit, str):
             continue
         try:
-            u = parse_unit(unit)
+            parse_unit(unit)
         except UnitError:
             continue
         text = unit.split("/", 1)
@@ -284,7 +270,6 @@ def _prices(ws, b):
         else:
             b.problem("a price must be money per unit of the stream", r["_loc"], "prices", "unit", found=unit,
                       expected="e.g. VND/kWh, VND/t, VND/m3", fix="write the price per unit", code="dimension")
-        del u
         if r["valid_to"] is not None and r["valid_from"] is not None and r["valid_to"] < r["valid_from"]:
             b.problem("the price ends before it starts", r["_loc"], "prices", "valid_to",
                       found=f"{r['valid_from']} → {r['valid_to']}", expected="valid_to on or after valid_from",
@@ -309,7 +294,7 @@ def _factors(ws, b):
     from cpa.units import dimension_of
 
     streams = _ids(ws, "streams")
-    for r in _records(ws.tables["factors"]):
+    for r in records(ws.tables["factors"]):
         key, name, unit = r["applies_to"], r["factor"], r["unit"]
         if name == "grid_ef":
             if not (isinstance(key, str) and key.isdigit() and len(key) == 4):
@@ -338,7 +323,7 @@ def _factors(ws, b):
 
 
 def _options(ws, b):
-    for r in _records(ws.tables["options"]):
+    for r in records(ws.tables["options"]):
         for col in ("investment_equipment", "investment_installation", "investment_engineering",
                     "investment_other", "grant"):
             v = r[col]

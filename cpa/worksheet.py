@@ -252,12 +252,6 @@ class Worksheet:
         ]
         return FactorSet(overrides)
 
-    def locate(self, loc) -> dict:
-        """Problem fields (line or cell) for a row location."""
-        if isinstance(loc, Loc):
-            return {"line": loc.line, "cell": loc.cell}
-        return {}
-
 
 def _loc_text(loc: Loc) -> str:
     return loc.cell if loc.cell else str(loc.line)
@@ -569,9 +563,8 @@ def to_text(ws: Worksheet) -> str:
     out += [f"## facility — {fac_spec.en} / {fac_spec.vi}", "", "| field | value |", "| --- | --- |"]
     for col in fac_spec.columns:
         value = ws.facility.get(col.name)
-        if value is None or (col.default and _format_cell(col, value) == col.default and col.name not in ("number_locale",)):
-            if value is None:
-                continue
+        if value is None:
+            continue
         out.append(f"| {col.name} | {_format_cell(col, value)} |")
     out.append("")
     for spec in schema.TABLES:
