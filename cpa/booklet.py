@@ -675,7 +675,8 @@ def font_dir() -> str:
 
 
 @lru_cache(maxsize=1)
-def _compiler():
+def typst_compiler():
+    """One typst compiler per process (booklets and charts), its fonts (matplotlib's DejaVu) loaded once."""
     import typst
 
     return typst.Compiler(font_paths=[font_dir()], ignore_system_fonts=True)
@@ -698,7 +699,7 @@ def _copy_charts(charts: dict | None, dest: str) -> None:
 def _compile(workdir: str, template: str, data: dict) -> bytes:
     with open(os.path.join(workdir, "data.json"), "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False)
-    return _compiler().compile(input=os.path.join(workdir, template), root=workdir,
+    return typst_compiler().compile(input=os.path.join(workdir, template), root=workdir,
                                sys_inputs={"data": "data.json"}, format="pdf")
 
 

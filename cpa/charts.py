@@ -2269,27 +2269,49 @@ def _png_bytes(fig, dpi: int = 300) -> bytes:
     return out.getvalue()
 
 
-def _with_dpi(png: bytes, dpi: int) -> bytes:
-    """Insert a pHYs chunk (pixels per metre) after IHDR, so the PNG says its resolution."""
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
     import struct
     import zlib
 
-    if png[12:16] != b"IHDR" or b"pHYs" in png[:200]:
-        return png
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _deflate():
+    """The fastest deflate at hand: ISA-L (``isal``, 3–4 times zlib's speed at level 1), else
+    zlib level 1. Charts are flat colours: a faster, slightly larger stream is the better trade."""
+    try:
+        from isal import isal_zlib
+
+        return lambda raw: isal_zlib.compress(raw, 1)
+    except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+        import zlib
+
+        return lambda raw: zlib.compress(raw, 1)
+
+
+def png_rgb(pixels, dpi: int = 300) -> bytes:
+    """Encode an ``(height, width, 3)`` uint8 RGB array as PNG, stating its resolution (pHYs).
+
+    Each row is written with PNG's "Up" filter (the difference from the row above, computed by
+    numpy): the rows of a chart repeat, so the filtered rows are mostly zeros and deflate fast."""
+    import struct
+
+    import numpy as np
+
+    a = np.ascontiguousarray(pixels, dtype=np.uint8)
+    h, w, _ = a.shape
+    flat = a.reshape(h, w * 3)
+    raw = np.empty((h, w * 3 + 1), np.uint8)
+    raw[:, 0] = 2  # filter "Up"
+    raw[0, 0] = 0  # the first row has no row above: filter "None"
+    raw[0, 1:] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=raw[1:, 1:])  # modulo 256, as PNG defines it
     ppm = round(dpi / 0.0254)
-    data = b"pHYs" + struct.pack(">IIB", ppm, ppm, 1)
-    chunk = struct.pack(">I", 9) + data + struct.pack(">I", zlib.crc32(data) & 0xFFFFFFFF)
-    end = 8 + 8 + 13 + 4
-    return png[:end] + chunk + png[end:]
-
-
-@lru_cache(maxsize=1)
-def _typst_compiler():
-    """One typst compiler for the process, its fonts (matplotlib's DejaVu) loaded once."""
-    import typst
-
-    fonts = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
-    return typst.Compiler(font_paths=[fonts], ignore_system_fonts=True)
+    return (b"\x89PNG\r\n\x1a\n"
+            + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + _png_chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1))
+            + _png_chunk(b"IDAT", _deflate()(raw.tobytes()))
+            + _png_chunk(b"IEND", b""))
 
 
 def _svg_size_pt(svg: bytes):
@@ -2298,16 +2320,23 @@ def _svg_size_pt(svg: bytes):
 
 
 def _pngs_from_svgs(items, dpi: int = 300):
-    """Rasterise the charts' own SVGs with typst (the booklet engine, fonts from matplotlib) in
-    ONE compile: a document of one page per chart, rendered to one PNG per page. The same
-    pictures as the SVGs, several times faster than drawing them again with Agg.
+    """Rasterise the charts' own SVGs: typst (the booklet engine, fonts from matplotlib) turns
+    them into ONE PDF, a page per chart at the chart's size, in a few milliseconds; PDFium
+    (``pypdfium2``, Chrome's PDF renderer) draws each page at ``dpi``; :func:`png_rgb` encodes
+    it. The same pictures as the SVGs and the booklets, about twice as fast as typst's own PNG
+    export (which draws each SVG into an image and then the image onto the page) and four
+    times as fast as drawing the figures again with Agg.
 
     ``items``: (path of the SVG file, its bytes). Returns a list of PNG bytes, or None when
-    typst is missing or fails (the caller then draws with Agg)."""
+    typst or PDFium is missing or fails (the caller then draws with Agg)."""
     if not items:
         return []
     try:
-        _typst_compiler()
+        import pypdfium2
+
+        from cpa.booklet import typst_compiler
+
+        compiler = typst_compiler()
     except ImportError:
         return None
     paths = [os.path.abspath(p) for p, _ in items]
@@ -2323,18 +2352,27 @@ def _pngs_from_svgs(items, dpi: int = 300):
         pages.append(f'#page(width: {w}pt, height: {h}pt, margin: 0pt, fill: white)'
                      f'[#image("{rel}", width: {w}pt, height: {h}pt)]')
     try:
-        png = _typst_compiler().compile(input="\n".join(pages).encode(), root=root, format="png", ppi=dpi)
+        pdf = compiler.compile(input="\n".join(pages).encode(), root=root, format="pdf")
+        doc = pypdfium2.PdfDocument(pdf)
+        try:
+            if len(doc) != len(items):
+                return None
+            out = []
+            for i in range(len(doc)):
+                page = doc[i]
+                bitmap = page.render(scale=dpi / 72, rev_byteorder=True)  # RGB, white ground
+                out.append(png_rgb(bitmap.to_numpy(), dpi))
+                bitmap.close()
+                page.close()
+            return out
+        finally:
+            doc.close()
     except Exception:  # noqa: BLE001 - fall back to Agg, never fail a chart for speed
         return None
-    if not isinstance(png, list):
-        png = [png]
-    if len(png) != len(items) or not all(png):
-        return None
-    return [_with_dpi(p, dpi) for p in png]
 
 
 def _png_from_svg(svg_path: str, svg: bytes, dpi: int = 300) -> bytes | None:
-    """One chart's SVG rasterised by typst (see :func:`_pngs_from_svgs`); None on failure."""
+    """One chart's SVG rasterised (see :func:`_pngs_from_svgs`); None on failure."""
     out = _pngs_from_svgs([(svg_path, svg)], dpi)
     return out[0] if out else None
 

@@ -157,7 +157,7 @@ def _programme_module():
 
 
 PRELOAD = ["cpa.results", "cpa.booklet", "cpa.charts", "cpa.options", "cpa.compare", "cpa.programme",
-           "matplotlib.pyplot", "typst"]
+           "matplotlib.pyplot", "typst", "pypdfium2", "isal.isal_zlib"]
 
 
 def _results_task(args):
@@ -287,12 +287,9 @@ class _Serial:
 
 def _typst_used_here() -> bool:
     """Has this process run a typst compile (its compiler's threads would not survive a fork)?"""
-    for mod, fn in (("cpa.booklet", "_compiler"), ("cpa.charts", "_typst_compiler")):
-        m = sys.modules.get(mod)
-        f = getattr(m, fn, None) if m is not None else None
-        if f is not None and f.cache_info().currsize:
-            return True
-    return False
+    m = sys.modules.get("cpa.booklet")
+    f = getattr(m, "typst_compiler", None) if m is not None else None
+    return bool(f is not None and f.cache_info().currsize)
 
 
 def _executor(jobs: int):
