@@ -176,7 +176,7 @@ def _results_task(args):
     if prog is not None and hasattr(prog, "facility_row") and hasattr(prog, "Settings"):
         try:
             settings = raw_settings if isinstance(raw_settings, prog.Settings) else None
-            row = prog.facility_row(ws, settings or prog.Settings())
+            row = prog.facility_row(ws, settings or prog.Settings(), results=res)
         except CPAError:
             row = None  # the table is then built (and its error raised) by programme_table
     return res, row, None

@@ -644,8 +644,7 @@ def combined_savings(ws, savings=None, ctx: Context | None = None):
 def combined_totals(ws, savings=None, ctx: Context | None = None) -> dict:
     """Totals over the options that are not rejected, combined without double counting, minus
     their operating-cost changes (keys as in :data:`OPTION_UNITS`)."""
-    ctx = ctx or Context(ws)
-    s = savings_table(ws, ctx) if savings is None else savings
+    s = savings_table(ws, ctx or Context(ws)) if savings is None else savings
     comb = s[(s["basis"] == "combined") & s["included"].astype(bool)]
     out = _summarise(comb)
     opts = option_register(ws)

@@ -83,15 +83,19 @@ def load_settings(path: str | None) -> Settings:
                     target_high_pct=high, source=os.path.basename(path))
 
 
-def facility_row(ws, settings: Settings) -> dict:
-    """The programme row of one facility (pure)."""
-    from cpa.indicators import indicators
-    from cpa.quantities import Converter, period_table, resolve_flows
+def facility_row(ws, settings: Settings, results=None) -> dict:
+    """The programme row of one facility (pure). ``results``: the facility's
+    :class:`cpa.results.FacilityResults`, when it has been computed (its indicators, periods
+    and option savings are then read, not computed again)."""
+    if results is not None:
+        ind, periods = results.indicators, results.periods
+    else:
+        from cpa.indicators import indicators
+        from cpa.quantities import Converter, period_table, resolve_flows
 
-    conv = Converter(ws)
-    flows = resolve_flows(ws, conv)
-    ind = indicators(ws, flows=flows, conv=conv)
-    periods = period_table(ws)
+        conv = Converter(ws)
+        ind = indicators(ws, flows=resolve_flows(ws, conv), conv=conv)
+        periods = period_table(ws)
     base = periods[periods["kind"] == "baseline"].iloc[0]
     mons = periods[periods["kind"] == "monitoring"].sort_values("start")
     latest = mons.iloc[-1] if len(mons) else None
@@ -136,7 +140,7 @@ def facility_row(ws, settings: Settings) -> dict:
     toe_year = ind[(ind["indicator"] == "toe_vn_per_year") & (ind["period"] == base["id"])]
     row["toe_vn_per_yr_baseline"] = float(toe_year["value"].iloc[0]) if len(toe_year) else math.nan
     row["key_energy_user"] = bool(row["toe_vn_per_yr_baseline"] >= 1000.0)
-    _options(ws, row)
+    _options(ws, row, results.savings if results is not None else None)
     return row
 
 
@@ -164,7 +168,7 @@ def no_options() -> dict:
     return row
 
 
-def _options(ws, row: dict) -> None:
+def _options(ws, row: dict, savings=None) -> None:
     row.update(no_options())
     if not len(ws.tables["options"]):
         return
@@ -178,7 +182,7 @@ def _options(ws, row: dict) -> None:
         row[f"options_{cat}"] = int(n)
     for st, n in inc["status"].value_counts().items():
         row[f"options_{st}"] = int(n)
-    tot = combined_totals(ws)
+    tot = combined_totals(ws, savings=savings)
     for f in SAVING_FIELDS + ("investment_vnd", "grant_vnd"):
         v = tot.get(f, math.nan)
         row[f] = float(v) if v is not None else math.nan

@@ -18,6 +18,7 @@ Water per tonne in every facility: 103.1 m3/t (base) → 9,300 / 110 = 84.545 m3
 """
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -25,6 +26,8 @@ from click.testing import CliRunner
 from cpa.cli import main
 from cpa.programme import Settings, load_settings, programme_summary, programme_table
 from cpa.worksheet import load
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 OPTIONS = {
     "A": ("| o1 | Sửa rò rỉ | good_housekeeping | implement_now | implemented | 10000000 |",
@@ -145,3 +148,21 @@ def test_cli_outputs(three, tmp_path):
     out = tmp_path / "p.xlsx"
     r = CliRunner().invoke(main, ["programme", *three, "--xlsx", str(out)])
     assert r.exit_code == 0 and out.exists()
+
+
+def test_row_from_the_results_bundle_is_the_same_row(three):
+    """`cpa report` builds each row from the facility's results bundle (computed once for the
+    booklets); the row must be the one computed from the worksheet alone, field for field."""
+    import math
+
+    from cpa.programme import facility_row
+    from cpa.results import facility_results
+
+    for path in three + [os.path.join(ROOT, "examples", "01-textile.cpa.md")]:
+        ws = load(path)
+        alone = facility_row(ws, Settings())
+        reused = facility_row(ws, Settings(), results=facility_results(ws))
+        assert alone.keys() == reused.keys()
+        for k, v in alone.items():
+            w = reused[k]
+            assert (v == w) or (isinstance(v, float) and math.isnan(v) and math.isnan(w)), (path, k, v, w)
