@@ -225,6 +225,7 @@ def style():
 
 
 @lru_cache(maxsize=2)
+@lru_cache(maxsize=2)
 def _font(bold: bool):
     from matplotlib.font_manager import FontProperties, findfont
     from matplotlib.ft2font import FT2Font
@@ -244,6 +245,19 @@ def _advance(ch: str, bold: bool) -> float:
         return g.linearHoriAdvance / 65536.0
     except Exception:  # noqa: BLE001 - a character the font lacks: assume a wide one
         return 60.0
+
+
+#: The characters of Vietnamese and English text, digits and signs: :func:`warm` measures them.
+ALPHABET = ("abcdefghijklmnopqrstuvwxyzđàáảãạăằắẳẵặâầấẩẫậèéẻẽẹêềếểễệìíỉĩịòóỏõọôồốổỗộơờớởỡợùúủũụ"
+            "ưừứửữựỳýỷỹỵ")
+ALPHABET = ALPHABET + ALPHABET.upper() + "0123456789 .,;:!?%()[]{}/-–—+×=<>≤≥·…'\"&³²₂°→"
+
+
+def warm() -> None:
+    """Measure the common characters once (a process that forks workers calls it first, so that
+    every worker starts with the measurements)."""
+    for bold in (False, True):
+        text_width(ALPHABET, bold=bold)
 
 
 @lru_cache(maxsize=8192)
@@ -2493,27 +2507,66 @@ def render_facility_charts(res, lang: str, outdir, layer: str | None = None, for
     """
     outdir = os.fspath(outdir)
     os.makedirs(outdir, exist_ok=True)
-    layer = layer or default_sankey_layer(res)
-    W = lambda k: _width(widths, k)  # noqa: E731
-    jobs = [
-        ("before_after_specific", lambda: before_after(res, lang, specific=True, width_cm=W("before_after_specific"))),
-        ("before_after_absolute", lambda: before_after(res, lang, specific=False, width_cm=W("before_after_absolute"))),
-        ("savings_by_option", lambda: savings_by_option(res, lang, width_cm=W("savings_by_option"))),
-        ("payback", lambda: payback_vs_investment(res, lang, width_cm=W("payback"))),
-        ("waste_pareto", lambda: waste_pareto(res, lang, width_cm=W("waste_pareto"))),
-        ("sankey_before", lambda: sankey(res, lang, layer=layer, period=res.baseline, width_cm=W("sankey_before"))),
-        ("sankey_after", lambda: sankey(res, lang, layer=layer, period=res.monitoring[-1], width_cm=W("sankey_after"))
-         if res.monitoring else None),
-        ("flow_chart", lambda: flow_chart(res, lang, width_cm=W("flow_chart"))),
-    ]
+    makers = _facility_makers(res, lang, layer, widths)
     figs = []
     with memo():  # the charts of one facility read the same tables many times
-        for key, make in jobs:
+        for key, make in makers.items():
             fig = make()
             if fig is not None:
                 figs.append((key, fig))
     outs = _write_all([(fig, os.path.join(outdir, key)) for key, fig in figs], formats=formats)
     return {key: out for (key, _), out in zip(figs, outs, strict=True)}
+
+
+def _facility_makers(res, lang: str, layer: str | None, widths) -> dict:
+    """``{key: function making that chart's figure (or None)}``, in the booklet's order."""
+    layer = layer or default_sankey_layer(res)
+    W = lambda k: _width(widths, k)  # noqa: E731
+    return {
+        "before_after_specific": lambda: before_after(res, lang, specific=True, width_cm=W("before_after_specific")),
+        "before_after_absolute": lambda: before_after(res, lang, specific=False, width_cm=W("before_after_absolute")),
+        "savings_by_option": lambda: savings_by_option(res, lang, width_cm=W("savings_by_option")),
+        "payback": lambda: payback_vs_investment(res, lang, width_cm=W("payback")),
+        "waste_pareto": lambda: waste_pareto(res, lang, width_cm=W("waste_pareto")),
+        "sankey_before": lambda: sankey(res, lang, layer=layer, period=res.baseline, width_cm=W("sankey_before")),
+        "sankey_after": lambda: (sankey(res, lang, layer=layer, period=res.monitoring[-1], width_cm=W("sankey_after"))
+                                 if res.monitoring else None),
+        "flow_chart": lambda: flow_chart(res, lang, width_cm=W("flow_chart")),
+    }
+
+
+def facility_chart(res, lang: str, key: str, layer: str | None = None, widths=None):
+    """One chart of :func:`render_facility_charts` by its key (a figure, or None)."""
+    return _facility_makers(res, lang, layer, widths)[key]()
+
+
+def render_pngs(charts: dict, make=None, dpi: int = 300) -> dict:
+    """Add the PNG of every chart of ``charts`` (``{key: {"svg": path}}``, as written by
+    :func:`render_facility_charts` with ``formats=("svg",)``): each ``key.png`` beside its SVG,
+    rasterised from the SVG (see :func:`_pngs_from_svgs`). Where that is not possible (no
+    typst or PDFium), ``make(key)`` must return the chart's figure, which Agg then draws.
+    Returns ``charts`` with the ``png`` paths added. ``cpa report`` runs this as a task of its
+    own, after the booklets, so that it fills the cores while the programme booklets are typeset."""
+    from cpa.io import atomic_write
+
+    keys = [k for k, v in charts.items() if v and v.get("svg")]
+    items = []
+    for k in keys:
+        with open(charts[k]["svg"], "rb") as f:
+            items.append((charts[k]["svg"], f.read()))
+    pngs = _pngs_from_svgs(items, dpi) if items else []
+    out = {k: dict(v) for k, v in charts.items()}
+    for i, k in enumerate(keys):
+        png = pngs[i] if pngs else None
+        if png is None:
+            if make is None:
+                raise RuntimeError("cannot rasterise the charts (typst or pypdfium2 missing) and no figures given")
+            with style():
+                png = _png_bytes(make(k), dpi)
+        base, _ext = os.path.splitext(charts[k]["svg"])
+        out[k]["png"] = f"{base}.png"
+        atomic_write(out[k]["png"], png, force=True)
+    return out
 
 
 def render_programme_charts(table, lang: str, outdir, band=(8, 13), formats=("png", "svg"), widths=None) -> dict:

@@ -156,8 +156,9 @@ def _programme_module():
     return programme
 
 
-PRELOAD = ["cpa.results", "cpa.booklet", "cpa.charts", "cpa.options", "cpa.compare", "cpa.programme",
-           "matplotlib.pyplot", "typst", "pypdfium2", "isal.isal_zlib"]
+PRELOAD = ["pandas", "pint", "cpa.worksheet", "cpa.validate", "cpa.results", "cpa.booklet", "cpa.charts",
+           "cpa.options", "cpa.compare", "cpa.programme", "matplotlib.pyplot", "typst", "pypdfium2",
+           "isal.isal_zlib"]
 
 
 def _results_task(args):
@@ -215,13 +216,22 @@ def _facility_task(res, lang, ldir, name, settings, tmp):
 
     charts_mod = _charts_module()
     charts = None
-    if charts_mod is not None:
+    if charts_mod is not None:  # the SVGs (what the booklets embed); the PNGs come later
         charts = charts_mod.render_facility_charts(res, lang, os.path.join(ldir, "charts", name),
-                                                   widths=CHART_WIDTHS)
+                                                   widths=CHART_WIDTHS, formats=("svg",))
     data = facility_data(res, lang, charts, settings)
     build_facility_booklet(res, lang, os.path.join(ldir, f"{name}.pdf"), charts, settings,
                            workdir=_workdir(tmp), data=data)
     return charts, data
+
+
+def _png_task(res, lang, charts):
+    """Worker: the PNGs of one facility's charts in one language, from their SVGs."""
+    from cpa.booklet import CHART_WIDTHS
+
+    charts_mod = _charts_module()
+    return charts_mod.render_pngs(
+        charts, make=lambda key: charts_mod.facility_chart(res, lang, key, widths=CHART_WIDTHS))
 
 
 def _programme_task(results, lang, ldir, table, summary, settings, fcharts, fdatas, pcharts, tmp):
@@ -313,6 +323,7 @@ def _executor(jobs: int):
                 importlib.import_module(m)
             except ImportError:
                 pass
+        _warm()
         ctx = mp.get_context("fork")
     elif "forkserver" in methods:
         ctx = mp.get_context("forkserver")
@@ -320,6 +331,26 @@ def _executor(jobs: int):
     else:  # pragma: no cover - platforms without fork
         ctx = mp.get_context("spawn")
     return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+
+
+def _warm() -> None:
+    """Before forking: what every worker would otherwise build for itself on first use (the
+    unit registry, the factor tables, the schema's look-ups, the number formats of both
+    languages, the widths of the common characters), built once here."""
+    from cpa import schema
+    from cpa.factors import default_factors
+    from cpa.numbers import format_number
+    from cpa.units import conversion_factor, dimension_of
+
+    conversion_factor("kg", "t")
+    dimension_of("kWh")
+    default_factors()
+    schema.table_lookup()
+    for lang in ("vi", "en"):
+        format_number(1234.5, lang)
+    charts = _charts_module()
+    if charts is not None:
+        charts.warm()
 
 
 def default_jobs() -> int:
@@ -349,9 +380,11 @@ def run_report(files, out: str, langs, settings_path: str | None = None, progres
     import tempfile
     from concurrent.futures import FIRST_COMPLETED, wait
 
+    from cpa.io import staging
+
     jobs = default_jobs() if jobs is None else jobs
     raw_settings, settings = load_settings(settings_path)
-    with _executor(jobs) as ex:
+    with staging(), _executor(jobs) as ex:
         # read, check and compute each facility in the workers, in parallel
         loaded = ex.map(_load_task, [(path, raw_settings) for path in files])
         worksheets, report, results, rows, failures = [], [], [], [], []
@@ -372,16 +405,19 @@ def run_report(files, out: str, langs, settings_path: str | None = None, progres
         os.makedirs(out, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".cpa-build-", dir=out)
         written = []
-        total = len(langs) * (len(results) + 1) + 1
+        with_charts = _charts_module() is not None
+        total = len(langs) * (len(results) * (2 if with_charts else 1) + 1) + 1
         try:
             with _Progress(total, progress) as bar:
                 order = sorted(range(len(results)), key=lambda i: -_weight(results[i]))
                 for lang in langs:
                     os.makedirs(os.path.join(tmp, lang), exist_ok=True)
                 # our own queue (the pool's is first in, first out) with a few tasks in flight:
-                # the programme charts first, then the facilities, larger ones first; a
-                # language's programme booklet (the longest task) goes to the front as soon as
-                # that language's facilities and programme charts are done
+                # the programme charts first, then the facilities (charts as SVG, booklet),
+                # larger ones first; a language's programme booklet (the longest task) goes to
+                # the front as soon as that language's facilities and programme charts are done;
+                # the charts' PNGs (nothing waits for them) go to the back, where they fill the
+                # cores while the programme booklets are typeset
                 queue = [("pcharts", lang, None) for lang in langs]
                 queue += [("facility", lang, i) for lang in langs for i in order]
                 fcharts = {lang: {} for lang in langs}
@@ -396,6 +432,8 @@ def run_report(files, out: str, langs, settings_path: str | None = None, progres
                         ldir = os.path.join(tmp, lang)
                         if kind == "facility":
                             f = ex.submit(_facility_task, results[i], lang, ldir, names[i], settings, tmp)
+                        elif kind == "png":
+                            f = ex.submit(_png_task, results[i], lang, fcharts[lang][results[i].ws.id])
                         elif kind == "pcharts":
                             f = ex.submit(_programme_charts_task, table, lang, ldir, settings)
                         else:
@@ -414,12 +452,18 @@ def run_report(files, out: str, langs, settings_path: str | None = None, progres
                             f.result()
                             bar.step(f"{lang}: programme.pdf")
                             continue
+                        if kind == "png":
+                            f.result()
+                            bar.step(f"{lang}: {names[i]}: PNG")
+                            continue
                         if kind == "pcharts":
                             pcharts[lang] = f.result()
                         else:
                             fid = results[i].ws.id
                             fcharts[lang][fid], fdatas[lang][fid] = f.result()
                             bar.step(f"{lang}: {names[i]}.pdf")
+                            if fcharts[lang][fid]:
+                                queue.append(("png", lang, i))
                         left[lang] -= 1
                         if not left[lang]:
                             queue.insert(0, ("programme", lang, None))

@@ -399,3 +399,30 @@ def test_png_is_the_picture_matplotlib_draws(tmp_path):
     assert ink_a > 0.05 and abs(ink_a - ink_b) < 0.02
     with Image.open(fast["png"]) as img:
         assert round(img.info["dpi"][0]) == 300
+
+
+def test_pngs_made_after_the_svgs(tmp_path, monkeypatch):
+    """`cpa report` writes the SVGs first (the booklet embeds them) and the PNGs in a later task:
+    the PNGs are the 300 dpi pictures of those SVGs; without a rasteriser (typst or PDFium
+    missing), the figures are drawn again by Agg."""
+    res = bundle(EXAMPLES[0])
+    svgs = charts.render_facility_charts(res, "en", tmp_path / "a", formats=("svg",))
+    assert all(set(v) == {"svg"} for v in svgs.values())
+    assert not [f for f in os.listdir(tmp_path / "a") if f.endswith(".png")]
+    out = charts.render_pngs(svgs)
+    assert set(out) == set(svgs)
+    for key, paths in out.items():
+        assert paths["png"] == os.path.splitext(paths["svg"])[0] + ".png"
+        w, _h = png_size(paths["png"])
+        assert 1900 <= w <= 2100, key  # 17 cm at 300 dpi
+    monkeypatch.setattr(charts, "_pngs_from_svgs", lambda items, dpi=300: None)  # no rasteriser
+    made = []
+
+    def make(key):
+        made.append(key)
+        return charts.facility_chart(res, "en", key)
+
+    again = charts.render_pngs(charts.render_facility_charts(res, "en", tmp_path / "b", formats=("svg",)),
+                               make=make)
+    assert sorted(made) == sorted(svgs)
+    assert all(1900 <= png_size(p["png"])[0] <= 2100 for p in again.values())
