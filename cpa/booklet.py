@@ -652,13 +652,20 @@ def svg_width_pt(path: str) -> float | None:
 
 def _chart_refs(charts: dict | None, chart_dir: str) -> dict:
     """``{key: {"path": "{chart_dir}/{key}.svg", "width": pt}}`` for the charts that exist: the
-    templates place each chart at its own width."""
+    templates place each chart at its own width. A chart that is a page of the facility's
+    ``charts.pdf`` (``render_facility_charts(..., formats=("svg", "pdf"))``) is referred to as
+    ``{"path": "{chart_dir}/charts.pdf", "page": n, ...}``: embedding a PDF page costs typst a
+    fifth of converting the SVG again."""
     out = {}
     for k, v in (charts or {}).items():
         if v and v.get("svg") and os.path.exists(v["svg"]):
             w = v.get("width_pt") or svg_width_pt(v["svg"])
             if w:
-                out[k] = {"path": f"{chart_dir}/{k}.svg", "width": round(float(w), 3)}
+                if v.get("pdf") and v.get("page") and os.path.exists(v["pdf"]):
+                    out[k] = {"path": f"{chart_dir}/{os.path.basename(v['pdf'])}", "page": int(v["page"]),
+                              "width": round(float(w), 3)}
+                else:
+                    out[k] = {"path": f"{chart_dir}/{k}.svg", "width": round(float(w), 3)}
     return out
 
 
@@ -692,7 +699,11 @@ def _copy_charts(charts: dict | None, dest: str) -> None:
         return
     os.makedirs(dest, exist_ok=True)
     for key, v in charts.items():
-        if v and v.get("svg") and os.path.exists(v["svg"]):
+        if v and v.get("pdf") and v.get("page") and os.path.exists(v["pdf"]):
+            target = os.path.join(dest, os.path.basename(v["pdf"]))
+            if not os.path.exists(target):
+                shutil.copyfile(v["pdf"], target)
+        elif v and v.get("svg") and os.path.exists(v["svg"]):
             shutil.copyfile(v["svg"], os.path.join(dest, f"{key}.svg"))
 
 
@@ -857,7 +868,8 @@ def programme_data(results_list, lang: str, table, summary: dict | None, setting
         folder = f"charts/{_chart_folder(res.ws.id)}"
         known = (facility_datas or {}).get(res.ws.id)
         if known is not None:
-            d = dict(known, charts={k: dict(v, path=f"{folder}/{k}.svg") for k, v in known["charts"].items()})
+            d = dict(known, charts={k: dict(v, path=f"{folder}/{os.path.basename(v['path'])}")
+                                    for k, v in known["charts"].items()})
         else:
             d = facility_data(res, lang, facility_charts.get(res.ws.id), settings, chart_dir=folder)
         facilities.append(d)

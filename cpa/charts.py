@@ -2333,21 +2333,14 @@ def _svg_size_pt(svg: bytes):
     return tuple(float(x) for x in m.groups()) if m else None
 
 
-def _pngs_from_svgs(items, dpi: int = 300):
-    """Rasterise the charts' own SVGs: typst (the booklet engine, fonts from matplotlib) turns
-    them into ONE PDF, a page per chart at the chart's size, in a few milliseconds; PDFium
-    (``pypdfium2``, Chrome's PDF renderer) draws each page at ``dpi``; :func:`png_rgb` encodes
-    it. The same pictures as the SVGs and the booklets, about twice as fast as typst's own PNG
-    export (which draws each SVG into an image and then the image onto the page) and four
-    times as fast as drawing the figures again with Agg.
-
-    ``items``: (path of the SVG file, its bytes). Returns a list of PNG bytes, or None when
-    typst or PDFium is missing or fails (the caller then draws with Agg)."""
+def charts_pdf(items) -> bytes | None:
+    """The charts' own SVGs as ONE PDF, a page per chart at the chart's own size, typeset by
+    typst (the booklet engine, fonts from matplotlib): vector, text kept as text. The booklets
+    embed its pages (converting an SVG once, not once per booklet) and the PNGs are drawn from
+    it. ``items``: (path of the SVG file, its bytes). None when typst is missing or fails."""
     if not items:
-        return []
+        return None
     try:
-        import pypdfium2
-
         from cpa.booklet import typst_compiler
 
         compiler = typst_compiler()
@@ -2366,13 +2359,25 @@ def _pngs_from_svgs(items, dpi: int = 300):
         pages.append(f'#page(width: {w}pt, height: {h}pt, margin: 0pt, fill: white)'
                      f'[#image("{rel}", width: {w}pt, height: {h}pt)]')
     try:
-        pdf = compiler.compile(input="\n".join(pages).encode(), root=root, format="pdf")
+        return compiler.compile(input="\n".join(pages).encode(), root=root, format="pdf")
+    except Exception:  # noqa: BLE001 - the caller falls back; never fail a chart for speed
+        return None
+
+
+def _pngs_from_pdf(pdf: bytes, n: int, dpi: int = 300):
+    """Each of the ``n`` pages of ``pdf`` drawn at ``dpi`` by PDFium (``pypdfium2``, the PDF
+    renderer of Chrome) and encoded by :func:`png_rgb`; None when PDFium is missing or fails."""
+    try:
+        import pypdfium2
+    except ImportError:
+        return None
+    try:
         doc = pypdfium2.PdfDocument(pdf)
         try:
-            if len(doc) != len(items):
+            if len(doc) != n:
                 return None
             out = []
-            for i in range(len(doc)):
+            for i in range(n):
                 page = doc[i]
                 bitmap = page.render(scale=dpi / 72, rev_byteorder=True)  # RGB, white ground
                 out.append(png_rgb(bitmap.to_numpy(), dpi))
@@ -2383,6 +2388,21 @@ def _pngs_from_svgs(items, dpi: int = 300):
             doc.close()
     except Exception:  # noqa: BLE001 - fall back to Agg, never fail a chart for speed
         return None
+
+
+def _pngs_from_svgs(items, dpi: int = 300):
+    """Rasterise the charts' own SVGs: :func:`charts_pdf` makes one PDF of them in a few
+    milliseconds; PDFium draws each page at ``dpi``; :func:`png_rgb` encodes it. The same
+    pictures as the SVGs and the booklets, about twice as fast as typst's own PNG export (which
+    draws each SVG into an image and then the image onto the page) and four times as fast as
+    drawing the figures again with Agg.
+
+    ``items``: (path of the SVG file, its bytes). Returns a list of PNG bytes, or None when
+    typst or PDFium is missing or fails (the caller then draws with Agg)."""
+    if not items:
+        return []
+    pdf = charts_pdf(items)
+    return _pngs_from_pdf(pdf, len(items), dpi) if pdf is not None else None
 
 
 def _png_from_svg(svg_path: str, svg: bytes, dpi: int = 300) -> bytes | None:
@@ -2432,8 +2452,10 @@ def _svg_bytes(fig) -> bytes:
 
 
 def _write_all(figs, formats=("png", "svg"), engine: str = "auto", dpi: int = 300) -> list[dict]:
-    """Write each (figure, base path) as SVG and PNG; the PNGs of all of them in one typst
-    compile. Returns one ``{"png": path, "svg": path}`` per figure."""
+    """Write each (figure, base path) as SVG and PNG; the PNGs of all of them from one PDF of
+    their SVGs (:func:`charts_pdf`). With ``"pdf"`` in ``formats``, that PDF is also written, as
+    ``charts.pdf`` beside the first chart, and each chart's dict says its ``pdf`` and ``page``.
+    Returns one ``{"png": path, "svg": path, ...}`` per figure."""
     from cpa.io import atomic_write
 
     outs, svgs = [], []
@@ -2441,15 +2463,21 @@ def _write_all(figs, formats=("png", "svg"), engine: str = "auto", dpi: int = 30
         base = os.fspath(base)
         svg = _svg_bytes(fig)
         out = {}
-        if "svg" in formats:
+        if "svg" in formats or "pdf" in formats:
             out["svg"] = f"{base}.svg"
             atomic_write(out["svg"], svg, force=True)
         outs.append(out)
         svgs.append(svg)
+    pdf = None
+    if ("pdf" in formats or ("png" in formats and engine == "auto")) and figs:
+        pdf = charts_pdf([(o["svg"], svg) for o, svg in zip(outs, svgs, strict=True)])
+    if "pdf" in formats and pdf is not None:
+        path = os.path.join(os.path.dirname(os.fspath(figs[0][1])), "charts.pdf")
+        atomic_write(path, pdf, force=True)
+        for i, out in enumerate(outs):
+            out["pdf"], out["page"] = path, i + 1
     if "png" in formats:
-        pngs = None
-        if engine == "auto" and "svg" in formats:
-            pngs = _pngs_from_svgs([(o["svg"], svg) for o, svg in zip(outs, svgs, strict=True)], dpi)
+        pngs = _pngs_from_pdf(pdf, len(figs), dpi) if pdf is not None else None
         for i, ((fig, base), out) in enumerate(zip(figs, outs, strict=True)):
             png = pngs[i] if pngs else None
             if png is None:
@@ -2457,6 +2485,10 @@ def _write_all(figs, formats=("png", "svg"), engine: str = "auto", dpi: int = 30
                     png = _png_bytes(fig, dpi)
             out["png"] = f"{os.fspath(base)}.png"
             atomic_write(out["png"], png, force=True)
+    if "svg" not in formats:
+        for out in outs:
+            if "svg" in out and "pdf" in out:
+                os.unlink(out.pop("svg"))
     return outs
 
 
@@ -2541,20 +2573,31 @@ def facility_chart(res, lang: str, key: str, layer: str | None = None, widths=No
 
 
 def render_pngs(charts: dict, make=None, dpi: int = 300) -> dict:
-    """Add the PNG of every chart of ``charts`` (``{key: {"svg": path}}``, as written by
-    :func:`render_facility_charts` with ``formats=("svg",)``): each ``key.png`` beside its SVG,
-    rasterised from the SVG (see :func:`_pngs_from_svgs`). Where that is not possible (no
-    typst or PDFium), ``make(key)`` must return the chart's figure, which Agg then draws.
+    """Add the PNG of every chart of ``charts`` (``{key: {"svg": path, ...}}``, as written by
+    :func:`render_facility_charts` with ``formats=("svg", "pdf")`` or ``("svg",)``): each
+    ``key.png`` beside its SVG, drawn by PDFium from the pages of ``charts.pdf`` when there is
+    one, else from the SVGs (see :func:`_pngs_from_svgs`). Where that is not possible (no typst
+    or PDFium), ``make(key)`` must return the chart's figure, which Agg then draws.
     Returns ``charts`` with the ``png`` paths added. ``cpa report`` runs this as a task of its
     own, after the booklets, so that it fills the cores while the programme booklets are typeset."""
     from cpa.io import atomic_write
 
     keys = [k for k, v in charts.items() if v and v.get("svg")]
-    items = []
-    for k in keys:
-        with open(charts[k]["svg"], "rb") as f:
-            items.append((charts[k]["svg"], f.read()))
-    pngs = _pngs_from_svgs(items, dpi) if items else []
+    pdfs = {charts[k].get("pdf") for k in keys}
+    pngs = None
+    if len(pdfs) == 1 and None not in pdfs and os.path.exists(next(iter(pdfs))):
+        # the facility's charts.pdf (formats=("svg", "pdf")): its pages, in the charts' order
+        with open(next(iter(pdfs)), "rb") as f:
+            pdf = f.read()
+        order = [charts[k]["page"] for k in keys]
+        drawn = _pngs_from_pdf(pdf, max(order), dpi) if order == sorted(order) else None
+        pngs = [drawn[p - 1] for p in order] if drawn else None
+    elif keys:
+        items = []
+        for k in keys:
+            with open(charts[k]["svg"], "rb") as f:
+                items.append((charts[k]["svg"], f.read()))
+        pngs = _pngs_from_svgs(items, dpi)
     out = {k: dict(v) for k, v in charts.items()}
     for i, k in enumerate(keys):
         png = pngs[i] if pngs else None

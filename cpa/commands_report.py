@@ -216,9 +216,9 @@ def _facility_task(res, lang, ldir, name, settings, tmp):
 
     charts_mod = _charts_module()
     charts = None
-    if charts_mod is not None:  # the SVGs (what the booklets embed); the PNGs come later
+    if charts_mod is not None:  # the SVGs and charts.pdf (what the booklets embed); the PNGs later
         charts = charts_mod.render_facility_charts(res, lang, os.path.join(ldir, "charts", name),
-                                                   widths=CHART_WIDTHS, formats=("svg",))
+                                                   widths=CHART_WIDTHS, formats=("svg", "pdf"))
     data = facility_data(res, lang, charts, settings)
     build_facility_booklet(res, lang, os.path.join(ldir, f"{name}.pdf"), charts, settings,
                            workdir=_workdir(tmp), data=data)
@@ -613,6 +613,6 @@ def report_cmd(paths, out, lang, programme_file, jobs, quiet):
         notes.append("charts module not installed: booklets without charts")
     if not info["programme"]:
         notes.append("programme module not installed: simple roll-up used")
-    n_pdf = sum(1 for f in info["files"] if f.endswith(".pdf"))
+    n_pdf = sum(1 for f in info["files"] if f.endswith(".pdf") and os.path.basename(os.path.dirname(f)) in langs)
     click.echo(f"wrote {n_pdf} booklets, {len(info['files'])} files in {out}"
                + (f" ({'; '.join(notes)})" if notes else ""))
