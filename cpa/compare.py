@@ -65,7 +65,7 @@ def _production_checked(ctx, period, loc_table="production"):
     return q, unit
 
 
-def compare(ws, ctx: Context | None = None):
+def compare(ws, ctx: Context | None = None, indicators_table=None):
     """Every monitoring period against the baseline, per unit of product.
 
     Returns
@@ -80,6 +80,9 @@ def compare(ws, ctx: Context | None = None):
         specific consumption (negative: less per unit of product); ``normalised_saving`` is
         baseline specific × monitoring production − actual, in ``unit`` for the period;
         ``normalised_saving_per_yr`` [unit/yr]; ``saving_vnd_per_yr`` [VND/yr].
+
+    ``ctx`` and ``indicators_table`` (:func:`cpa.indicators.indicators` of ``ws``), when the
+    caller has them, are used instead of being computed again.
 
     Raises
     ------
@@ -96,7 +99,7 @@ def compare(ws, ctx: Context | None = None):
     if not monitoring:
         return pd.DataFrame(columns=COLUMNS)
     pb, punit = _production_checked(ctx, b)
-    ind = indicators(ws, conv=ctx.conv)
+    ind = indicators(ws, conv=ctx.conv) if indicators_table is None else indicators_table
     ind = ind[ind["indicator"].isin(INDICATORS)]
     key = ["indicator", "stream"]
     base = ind[ind["period"] == b].set_index(key)

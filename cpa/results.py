@@ -72,20 +72,20 @@ def facility_results(ws, options: bool = True) -> FacilityResults:
         warnings=closure_warnings(ws, bal) + list(ws.warnings),
     )
     if options:
-        _add_options(ws, res)
+        _add_options(ws, res, conv)
     res.factors = factors_used(ws, conv)
     return res
 
 
-def _add_options(ws, res) -> None:
+def _add_options(ws, res, conv=None) -> None:
     """Options, savings and before/after, where the worksheet has options / monitoring periods."""
     from cpa.compare import compare
     from cpa.options import Context, combined_savings, option_table, savings_table
 
+    ctx = Context(ws, conv)  # shared by the savings, the register, the totals and before/after
     if len(ws.tables["options"]):
-        ctx = Context(ws)  # savings computed once, shared by the register and the totals
         res.savings = savings_table(ws, ctx)
         res.options = option_table(ws, ctx, savings=res.savings)
         res.combined = combined_savings(ws, savings=res.savings, ctx=ctx)
     if res.monitoring:
-        res.compare = compare(ws)
+        res.compare = compare(ws, ctx, indicators_table=res.indicators)
