@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from functools import lru_cache
+from decimal import Decimal
 
 from cpa.errors import NumberError
 
@@ -106,11 +106,7 @@ def parse_number(text, locale: str = "plain") -> float:
     return value
 
 
-@lru_cache(maxsize=64)
-def _pattern(decimals: int, group: bool) -> str:
-    frac = "0" * decimals
-    base = "#,##0" if group else "0"
-    return base + ("." + frac if decimals else "")
+_SWAP_VI = str.maketrans(",.", ".,")  # en_US separators → vi_VN
 
 
 def format_number(value, lang: str = "en", decimals: int = 1, group: bool = True) -> str:
@@ -122,10 +118,13 @@ def format_number(value, lang: str = "en", decimals: int = 1, group: bool = True
         return "—"
     if isinstance(value, float) and math.isinf(value):
         return "∞"
-    from babel.numbers import format_decimal
-
-    locale = "vi_VN" if lang == "vi" else "en_US"
-    return format_decimal(value, format=_pattern(decimals, group), locale=locale)
+    # CLDR's decimal pattern of en_US and vi_VN ("#,##0.0…", groups of three, half-even
+    # rounding of the shortest decimal form of the float), as babel's format_decimal applies it
+    # (a test compares the two on 6,000 numbers × 16 formats), at a quarter of its cost: the booklets
+    # format thousands of numbers
+    d = Decimal(value) if isinstance(value, int) else Decimal(str(value))
+    text = format(d, f"{',' if group else ''}.{decimals}f")
+    return text.translate(_SWAP_VI) if lang == "vi" else text
 
 
 def format_percent(value, lang: str = "en", decimals: int = 1) -> str:

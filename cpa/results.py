@@ -39,15 +39,23 @@ class FacilityResults:
     compare: object = None
     warnings: list = field(default_factory=list)
 
+    def _period_ids(self) -> tuple:
+        """(baseline id, monitoring ids), looked up once per ``periods`` table (charts and
+        booklets ask for them hundreds of times)."""
+        p = self.periods
+        cached = self.__dict__.get("_period_cache")
+        if cached is None or cached[0] is not p:
+            ids = (p.loc[p["kind"] == "baseline", "id"].iloc[0], p.loc[p["kind"] == "monitoring", "id"].tolist())
+            cached = self.__dict__["_period_cache"] = (p, ids)
+        return cached[1]
+
     @property
     def baseline(self) -> str:
-        p = self.periods
-        return p.loc[p["kind"] == "baseline", "id"].iloc[0]
+        return self._period_ids()[0]
 
     @property
     def monitoring(self) -> list[str]:
-        p = self.periods
-        return p.loc[p["kind"] == "monitoring", "id"].tolist()
+        return list(self._period_ids()[1])
 
 
 def facility_results(ws, options: bool = True) -> FacilityResults:

@@ -52,3 +52,28 @@ def test_format_unknown_is_a_dash_not_zero():
 def test_format_percent():
     assert format_percent(0.0834, "vi") == "8,3 %"
     assert format_percent(0.0834, "en") == "8.3%"
+
+
+def test_format_number_is_cldr_as_babel_formats_it():
+    """cpa formats numbers itself (a quarter of babel's cost); babel's format_decimal with the
+    CLDR patterns of en_US and vi_VN is the independent reference: the same text for 6,000
+    numbers of every size, sign and rounding tie, 0–3 decimals, with and without grouping."""
+    import random
+
+    from babel.numbers import format_decimal
+
+    from cpa.numbers import format_number
+
+    rng = random.Random(7)
+    values = [0.0, -0.0, 0.5, 1.5, 2.5, -0.5, 0.125, 2.675, 1e-9, -0.04, 0.05, 0.15, 999.95,
+              -999.95, 1234567.85, 1e15, 3, -7, 0, 10**12]
+    for _ in range(2000):
+        v = rng.uniform(-1, 1) * 10 ** rng.randint(-6, 12)
+        values += [v, round(v, rng.randint(0, 4)), rng.randint(-10**7, 10**7) / rng.choice([1, 2, 8, 10, 100, 1000])]
+    for v in values:
+        for decimals in (0, 1, 2, 3):
+            for group in (True, False):
+                pattern = ("#,##0" if group else "0") + ("." + "0" * decimals if decimals else "")
+                for lang, locale in (("en", "en_US"), ("vi", "vi_VN")):
+                    want = format_decimal(v, format=pattern, locale=locale)
+                    assert format_number(v, lang, decimals, group) == want, (v, decimals, group, lang)
