@@ -60,9 +60,8 @@ _INDENTED_ROW = re.compile(r"\n[^\S\n]+\|")   # a section body starts with "\n"
 _OTHER_HEADING = re.compile(r"\n##[^\S\n]")
 _BLOCK = re.compile(r"\n(\|[^\n]*(?:\n\|[^\n]*)*)")
 _SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
-_PLAIN = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_ALL_PLAIN = re.compile(rf"(?:{_PLAIN}\n)*{_PLAIN}")
 _ANY_AMBIGUOUS = re.compile(r"(?m)^[+-]?[1-9]\d{0,2}\.\d{3}$")
+_NOT_PLAIN = str.maketrans("", "", "0123456789.+-eE\n")   # deletes what a plain number may hold
 
 _LAYERS = ("mass_t", "water_m3", "energy_gj", "toe_vn", "co2_fossil_t", "co2_biogenic_t", "co2e_other_t")
 
@@ -217,37 +216,42 @@ class _Conv:
             hit = self.cache[key] = (value, bad)
         return hit
 
-    def column(self, col, table: str, cells: list):
-        """(values, bad rows, dates) of a column given as raw cells (dates: datetime64[D] for a
-        date column, else None)."""
-        import pandas as pd
-
-        n = len(cells)
+    def column(self, col, table: str, codes, uniq: list):
+        """(values, bad rows, dates) of a column given as codes into its distinct raw cells
+        ``uniq`` (dates: datetime64[D] for a date column, else None)."""
+        n = len(codes)
         if not n:
             empty = np.zeros(0) if col.type in ("number", "int") else np.empty(0, dtype=object)
             return empty, np.zeros(0, dtype=bool), np.zeros(0, dtype="datetime64[D]")
-        codes, uniq = pd.factorize(np.array(cells, dtype=object))
         uniq = [u.strip() for u in uniq]
         if col.type in ("number", "int"):
             vals = np.full(len(uniq), np.nan)
             badu = np.zeros(len(uniq), dtype=bool)
-            filled = [u if u != "" else (col.default or "") for u in uniq]
-            nonempty = [i for i, u in enumerate(filled) if u != ""]
-            texts = [filled[i] for i in nonempty]
+            filled = [u or col.default for u in uniq] if col.default else uniq
+            isempty = np.fromiter(map(len, filled), dtype=np.int64, count=len(filled)) == 0
+            nonempty = np.nonzero(~isempty)[0]
+            texts = filled if not isempty.any() else [filled[i] for i in nonempty.tolist()]
             joined = "\n".join(texts)
-            if texts and _ALL_PLAIN.fullmatch(joined) and not _ANY_AMBIGUOUS.search(joined):
-                vals[nonempty] = [float(t) for t in texts]
-                badu[nonempty] = ~np.isfinite(vals[nonempty])
+            floats = None
+            # plain numbers only (digits, one point, an exponent): float() then reads exactly
+            # what _PLAIN matches; anything else goes through the exact cell conversion
+            if texts and not joined.translate(_NOT_PLAIN) and not _ANY_AMBIGUOUS.search(joined):
+                try:
+                    floats = np.fromiter(map(float, texts), dtype=float, count=len(texts))
+                except ValueError:
+                    floats = None
+            if floats is not None:
+                vals[nonempty] = floats
+                badu[nonempty] = ~np.isfinite(floats)
                 if col.type == "int":
-                    v = vals[nonempty]
-                    badu[nonempty] |= v != np.floor(v)
+                    badu[nonempty] |= floats != np.floor(floats)
             else:
-                for i in nonempty:
+                for i in nonempty.tolist():
                     value, bad = self.one(col, filled[i], table)
                     badu[i] = bad
                     vals[i] = np.nan if value is None else float(value)
             if col.required:
-                badu |= np.array([u == "" for u in filled], dtype=bool)
+                badu |= isempty
             return vals[codes], badu[codes], None
         if col.type == "text":
             conv = [(u if u != "" else None, col.required and u == "") for u in uniq]
@@ -258,6 +262,23 @@ class _Conv:
         badu = np.array([c[1] for c in conv], dtype=bool)
         dates = _dates(values)[codes] if col.type == "date" else None
         return values[codes], badu[codes], dates
+
+
+def _local(codes, n_uniq: int):
+    """(codes renumbered 0..k-1, the k original codes used), in order of the original codes."""
+    seen = np.zeros(n_uniq, dtype=bool)
+    seen[codes] = True
+    used = np.flatnonzero(seen)
+    remap = np.zeros(n_uniq, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return remap[codes], used
+
+
+def _factorize(texts: list):
+    import pandas as pd
+
+    codes, uniq = pd.factorize(np.array(texts, dtype=object))
+    return codes, list(uniq)
 
 
 def _dates(values) -> np.ndarray:
@@ -355,51 +376,41 @@ class _Chunk:
                 facs, blocks, counts = ([x[k] for k in keep] for x in (facs, blocks, counts))
                 cells = self._cells(blocks, counts, width)
             fac = np.repeat(np.array(facs, dtype=np.int64), counts)
-            step = width + 1
-            cols = {}
-            if schema.table(name).keyvalue:
-                cols["field"] = [c.strip() for c in cells[1::step]]
-                cols["value"] = [c.strip() for c in cells[2::step]]
-            else:
-                total = len(fac)
-                for col in schema.table(name).columns:
-                    pos = positions.get(col.name)
-                    if pos is None:
-                        cols[col.name] = [""] * total
-                    elif col.type == "text" and not col.required and col.name != "applies_to":
-                        continue
-                    else:
-                        cols[col.name] = cells[1 + pos::step]
-            parts.setdefault(name, []).append((fac, cols))
+            parts.setdefault(name, []).append((fac, *cells, positions))
         for name, plist in parts.items():
-            if len(plist) == 1:
-                fac, cols = plist[0]
-            else:
-                fac = np.concatenate([p[0] for p in plist])
-                order = np.argsort(fac, kind="stable")
-                fac = fac[order]
-                names = set().union(*(p[1].keys() for p in plist))
-                cols = {}
-                for c in names:
-                    joined = []
-                    for f, pc in plist:
-                        joined += pc.get(c) or [""] * len(f)
-                    cols[c] = [joined[k] for k in order]
-            self.t[name] = {"fac": fac, "_raw": cols}
+            self.t[name] = {"_parts": plist}
 
     @staticmethod
     def _cells(blocks, counts, width):
+        """The rows of one table across facilities as (codes, distinct cells): ``codes[r, j]``
+        is the cell ``j`` of row ``r`` as an index into the distinct raw cells (one hash pass
+        over the whole table); None if some row does not have ``width`` cells."""
+        import pandas as pd
+
         nrows = sum(counts)
+        step = width + 1
         if not nrows:
-            return [""]
+            return np.zeros((0, step), dtype=np.int64), np.array([""], dtype=object)
         big = "\n".join(b for b in blocks if b) + "\n"
         cells = big.split("|")
-        step = width + 1
         if len(cells) != 1 + nrows * step or cells[0] != "":
             return None
-        if set(cells[step::step]) != {"\n"}:
+        codes, uniq = pd.factorize(np.array(cells, dtype=object))
+        codes = codes[1:].reshape(nrows, step)
+        ends = codes[:, width]
+        if not (ends == ends[0]).all() or uniq[ends[0]] != "\n":
             return None
-        return cells
+        return codes, np.asarray(uniq, dtype=object)
+
+    @staticmethod
+    def _column(part, name: str):
+        """(codes, distinct raw cells) of a column in one part of a table ("" if absent)."""
+        fac, codes, uniq, positions = part
+        pos = positions.get(name)
+        if pos is None:
+            return np.zeros(len(fac), dtype=np.int64), [""]
+        local, used = _local(codes[:, pos], len(uniq))
+        return local, uniq[used].tolist()
 
     # -- converting ------------------------------------------------------------------------------
     def convert(self):
@@ -411,13 +422,21 @@ class _Chunk:
             self.bad[:] = True
             return
         lookup = schema.header_lookup("facility")
-        raw = ft.pop("_raw")
-        fields = [lookup.get(f.casefold(), "") if f else "" for f in raw["field"]]
-        ffac = ft["fac"]
-        values = raw["value"]
+        ffac, fields, values = [], [], []
+        for part in ft.pop("_parts"):
+            fac, codes, uniq, _ = part
+            ffac.append(fac)
+            names = np.array([lookup.get(u.strip().casefold(), "") if u.strip() else "" for u in uniq.tolist()],
+                             dtype=object)
+            fields.append(names[codes[:, 0]])
+            values.append(uniq[codes[:, 1]])
+        ffac, fields, values = (np.concatenate(x) for x in (ffac, fields, values))
+        order = np.argsort(ffac, kind="stable")
+        ffac, fields, values = ffac[order], fields[order], values[order]
+        ft["fac"] = ffac
         per_field: dict = {c.name: [""] * self.n for c in fac_spec.columns}
         seen = set()
-        for f, name, v in zip(ffac.tolist(), fields, values, strict=True):
+        for f, name, v in zip(ffac.tolist(), fields.tolist(), values.tolist(), strict=True):
             if not name:
                 self.bad[f] = True   # an unknown field, or an empty row: the exact path decides
                 continue
@@ -427,7 +446,8 @@ class _Chunk:
             seen.add((f, name))
             per_field[name][f] = v
         for col in fac_spec.columns:
-            vals, bad, _ = conv.column(col, "facility", per_field[col.name])
+            codes, uniq = _factorize(per_field[col.name])
+            vals, bad, _ = conv.column(col, "facility", codes, uniq)
             self.fac[col.name] = vals
             self.bad |= bad
         loc = self.fac["number_locale"]
@@ -437,16 +457,22 @@ class _Chunk:
                 continue
             t = self.t.get(spec.name)
             if t is None:
-                self.t[spec.name] = t = {"fac": np.zeros(0, dtype=np.int64), "_raw": {}}
-            raw = t.pop("_raw")
-            n = len(t["fac"])
+                self.t[spec.name] = t = {"_parts": []}
+            plist = t.pop("_parts")
+            fac = np.concatenate([p[0] for p in plist]) if plist else np.zeros(0, dtype=np.int64)
+            order = np.argsort(fac, kind="stable") if len(plist) > 1 else None
+            t["fac"] = fac if order is None else fac[order]
             for col in spec.columns:
-                strs = raw.get(col.name)
-                if strs is None:
-                    if col.type == "text" and not col.required and col.name != "applies_to":
-                        continue
-                    strs = [""] * n
-                vals, bad, dates = conv.column(col, spec.name, strs)
+                if col.type == "text" and not col.required and col.name != "applies_to":
+                    continue
+                pieces = [conv.column(col, spec.name, *self._column(p, col.name)) for p in plist]
+                if not pieces:
+                    pieces = [conv.column(col, spec.name, np.zeros(0, dtype=np.int64), [])]
+                if len(pieces) == 1:
+                    vals, bad, dates = pieces[0]
+                else:
+                    vals, bad = (np.concatenate([x[k] for x in pieces])[order] for k in (0, 1))
+                    dates = np.concatenate([x[2] for x in pieces])[order] if col.type == "date" else None
                 if bad.any():
                     self.bad[t["fac"][bad]] = True
                 if col.type == "date":
