@@ -53,12 +53,16 @@ __all__ = ["Bulk", "load_many", "programme_table_bulk", "programme_from_paths"]
 MIN_PER_WORKER = 400
 #: Files per chunk: a chunk's tables are built, used and freed before the next (bounded memory).
 CHUNK = 1000
+#: Above this many rows of a table in a chunk, its distinct rows are looked for before splitting.
+DEDUP_ROWS = 2000
 
 # characters str.splitlines() breaks on besides \n, the escape character, and <br>
 _ODD_CHARS = tuple("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")   # (the escape and <br> are checked apart)
 _INDENTED_ROW = re.compile(r"\n[^\S\n]+\|")   # a section body starts with "\n"
 _OTHER_HEADING = re.compile(r"\n##[^\S\n]")
 _BLOCK = re.compile(r"\n(\|[^\n]*(?:\n\|[^\n]*)*)")
+# a section of the common layout: title, an empty line, header, separator, rows ("\n|...|" each)
+_PLAIN_SECTION = re.compile(r"\n## ([^\n]*)\n\n(\|[^\n]*\|)\n(\|[^\n]*\|)((?:\n\|[^\n]*\|)*)(?=\n|$)")
 _SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 _ANY_AMBIGUOUS = re.compile(r"(?m)^[+-]?[1-9]\d{0,2}\.\d{3}$")
 _NOT_PLAIN = str.maketrans("", "", "0123456789.+-eE\n")   # deletes what a plain number may hold
@@ -157,7 +161,10 @@ def _scan(text: str, caches) -> dict | None:
     rest = text[len(pre):]
     if rest.count("\n#") - rest.count("\n###") != len(parts) - 1:
         return None
-    out: dict = {}
+    out = _scan_plain(text, caches, len(parts) - 1)
+    if out is not None:
+        return out
+    out = {}
     for part in parts[1:]:
         nl = part.find("\n")
         title, body = (part[:nl], part[nl:]) if nl >= 0 else (part, "")
@@ -184,6 +191,35 @@ def _scan(text: str, caches) -> dict | None:
             return None
         data = block[nl2 + 1:] if nl2 >= 0 else ""
         out[name] = (block[:nl1], data, data.count("\n") + 1 if data else 0)
+    return out
+
+
+def _scan_plain(text: str, caches, nsections: int) -> dict | None:
+    """:func:`_scan` for the common layout, with one regular expression: every section is its
+    title, one empty line and a table whose lines all start and end with "|", and no other line
+    of the text starts with "|". None if the text is not laid out so (then the general scan
+    decides)."""
+    title_cache, sep_cache = caches
+    secs = _PLAIN_SECTION.findall(text)
+    if len(secs) != nsections:
+        return None
+    out: dict = {}
+    lines = 0
+    for title, header, sep, data in secs:
+        t = title.strip()
+        name = _lookup_title(t, title_cache) if t else ""
+        if not name or name in out:
+            return None
+        ok = sep_cache.get(sep)
+        if ok is None:
+            ok = sep_cache[sep] = bool(_SEPARATOR.match(sep))
+        if not ok:
+            return None
+        nrows = data.count("\n")
+        lines += 2 + nrows
+        out[name] = (header, data[1:], nrows)
+    if lines != text.count("\n|"):   # a table line outside these tables: the general scan
+        return None
     return out
 
 
@@ -234,7 +270,7 @@ class _Conv:
             joined = "\n".join(texts)
             floats = None
             # plain numbers only (digits, one point, an exponent): float() then reads exactly
-            # what _PLAIN matches; anything else goes through the exact cell conversion
+            # what a plain number is ([+-]digits[.digits][e[+-]digits]); anything else goes through the exact cell conversion
             if texts and not joined.translate(_NOT_PLAIN) and not _ANY_AMBIGUOUS.search(joined):
                 try:
                     floats = np.fromiter(map(float, texts), dtype=float, count=len(texts))
@@ -391,12 +427,25 @@ class _Chunk:
         step = width + 1
         if not nrows:
             return np.zeros((0, step), dtype=np.int64), np.array([""], dtype=object)
-        big = "\n".join(b for b in blocks if b) + "\n"
-        cells = big.split("|")
-        if len(cells) != 1 + nrows * step or cells[0] != "":
+        big = "\n".join(b for b in blocks if b)
+        lines = None
+        if nrows > DEDUP_ROWS:
+            # tables whose rows repeat across facilities (streams, prices, steps...): split the
+            # distinct rows only
+            sample = big[:200_000].split("\n", 1000)[:1000]
+            if len(set(sample)) < 0.5 * len(sample):
+                lines, ulines = pd.factorize(np.array(big.split("\n"), dtype=object))
+                if len(lines) != nrows:
+                    return None
+                big = "\n".join(ulines)
+        nsplit = nrows if lines is None else len(ulines)
+        cells = (big + "\n").split("|")
+        if len(cells) != 1 + nsplit * step or cells[0] != "":
             return None
         codes, uniq = pd.factorize(np.array(cells, dtype=object))
-        codes = codes[1:].reshape(nrows, step)
+        codes = codes[1:].reshape(nsplit, step)
+        if lines is not None:
+            codes = codes[lines]
         ends = codes[:, width]
         if not (ends == ends[0]).all() or uniq[ends[0]] != "\n":
             return None

@@ -85,6 +85,13 @@ def test_synthetic_parity(synthetic):
     assert b.stats["exact"] == len(breaks) + len(unusual)
 
 
+def test_distinct_rows_parity(synthetic, monkeypatch):
+    # the rows repeated across facilities are split once: the same table and problems
+    monkeypatch.setattr(bulk, "DEDUP_ROWS", 0)
+    b, fast = _same(synthetic[0])
+    assert b.stats["fast"] == 30
+
+
 def test_settings_only_change_targets(synthetic):
     paths = synthetic[0][:12]
     _same(paths, Settings(target_low_pct=0, target_high_pct=1))
