@@ -94,6 +94,22 @@ class Bulk:
 
 
 # ----------------------------------------------------------------------------------------------
+# caches kept by a (worker) process from one chunk to the next: pure functions of their keys
+# (cell conversions in the plain locale, unit factors, conversions of a stream kind)
+
+_CACHES: dict = {}
+#: A cache is emptied when it holds more entries than this (memory stays bounded).
+CACHE_MAX = 200_000
+
+
+def _cache(name: str) -> dict:
+    c = _CACHES.get(name)
+    if c is None or len(c) > CACHE_MAX:
+        c = _CACHES[name] = {}
+    return c
+
+
+# ----------------------------------------------------------------------------------------------
 # stage 1: split files into tables
 
 
@@ -234,7 +250,7 @@ class _Conv:
         from cpa.worksheet import RawWorksheet, _Builder
 
         self.b = _Builder(RawWorksheet("", {}, []))
-        self.cache: dict = {}
+        self.cache = _cache("cells")
 
     def one(self, col, text: str, table: str):
         key = (table, col.name, text)
@@ -812,7 +828,7 @@ class _Resolver:
         from cpa.factors import default_factors
 
         self.default_keys = {f.key for f in default_factors()}
-        self.cache: dict = {}
+        self.cache = _cache("conversions")
 
     def get(self, kind, fuel, unit, year, token, overrides):
         key = (kind, fuel, unit, year, token, overrides)
@@ -858,7 +874,7 @@ class _Rollup:
         self.n = ch.n
         self.good = ~ch.bad
         self.res = _Resolver()
-        self.cf_cache: dict = {}
+        self.cf_cache = _cache("units")
         self._conv_memo: dict = {}
         self.has_options: set = set()
         self._abase = None
@@ -1939,14 +1955,18 @@ def programme_table_bulk(bulk: Bulk, settings=None):
                            "give each facility its own id in its facility table")
         seen[fid] = p
     rows = []
+    targets: dict = {}   # the target columns of each distinct set of columns
     for e in bulk.rows:
         if e[0] == "error":
             raise e[2]
         if e[0] == "row":
             row = e[2]
-            for k in row:
-                if k.endswith("_target"):
-                    row[k] = _target(row[k[: -len("_target")] + "_change_pct"], settings)
+            keys = tuple(row)
+            tk = targets.get(keys)
+            if tk is None:
+                tk = targets[keys] = [(k, k[: -len("_target")] + "_change_pct") for k in keys if k.endswith("_target")]
+            for k, pct in tk:
+                row[k] = _target(row[pct], settings)
             rows.append(row)
     return pd.DataFrame(rows)
 
