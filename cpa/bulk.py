@@ -268,10 +268,13 @@ class _Conv:
             hit = self.cache[key] = (value, bad)
         return hit
 
-    def column(self, col, table: str, codes, uniq: list):
+    def column(self, col, table: str, codes, uniq: list, ids: dict | None = None):
         """(values, bad rows, dates) of a column given as codes into its distinct raw cells
-        ``uniq`` (dates: datetime64[D] for a date column, else None)."""
+        ``uniq`` (dates: datetime64[D] for a date column, else None). With ``ids``, the values of
+        a column of text, ids, references, units, choices or dates are also numbered (one
+        integer per distinct value across the chunk, -1 for none) in ``self.g``."""
         n = len(codes)
+        self.g = np.zeros(0, dtype=np.int64)
         if not n:
             empty = np.zeros(0) if col.type in ("number", "int") else np.empty(0, dtype=object)
             return empty, np.zeros(0, dtype=bool), np.zeros(0, dtype="datetime64[D]")
@@ -285,8 +288,8 @@ class _Conv:
             texts = filled if not isempty.any() else [filled[i] for i in nonempty.tolist()]
             joined = "\n".join(texts)
             floats = None
-            # plain numbers only (digits, one point, an exponent): float() then reads exactly
-            # what a plain number is ([+-]digits[.digits][e[+-]digits]); anything else goes through the exact cell conversion
+            # plain numbers only ([+-]digits[.digits][e[+-]digits], in these characters float()
+            # reads exactly those); anything else goes through the exact cell conversion
             if texts and not joined.translate(_NOT_PLAIN) and not _ANY_AMBIGUOUS.search(joined):
                 try:
                     floats = np.fromiter(map(float, texts), dtype=float, count=len(texts))
@@ -313,6 +316,9 @@ class _Conv:
         values[:] = [c[0] for c in conv]
         badu = np.array([c[1] for c in conv], dtype=bool)
         dates = _dates(values)[codes] if col.type == "date" else None
+        if ids is not None:   # every distinct value of the chunk as one integer (None: -1)
+            g = np.array([-1 if v is None else ids.setdefault(v, len(ids)) for v in values.tolist()], dtype=np.int64)
+            self.g = g[codes]
         return values[codes], badu[codes], dates
 
 
@@ -510,10 +516,14 @@ class _Chunk:
                 continue
             seen.add((f, name))
             per_field[name][f] = v
+        self.ids: dict = {}
+        ids = self.ids
         for col in fac_spec.columns:
             codes, uniq = _factorize(per_field[col.name])
-            vals, bad, _ = conv.column(col, "facility", codes, uniq)
+            vals, bad, _ = conv.column(col, "facility", codes, uniq, ids)
             self.fac[col.name] = vals
+            if col.type not in ("number", "int", "bool"):
+                self.fac[col.name + "#"] = conv.g
             self.bad |= bad
         loc = self.fac["number_locale"]
         self.bad |= np.array([v not in (None, "plain") for v in loc], dtype=bool)
@@ -530,14 +540,20 @@ class _Chunk:
             for col in spec.columns:
                 if col.type == "text" and not col.required and col.name != "applies_to":
                     continue
-                pieces = [conv.column(col, spec.name, *self._column(p, col.name)) for p in plist]
+                coded = col.type not in ("number", "int", "bool")
+                pieces = []
+                for p in plist:
+                    pieces.append((*conv.column(col, spec.name, *self._column(p, col.name), ids), conv.g))
                 if not pieces:
-                    pieces = [conv.column(col, spec.name, np.zeros(0, dtype=np.int64), [])]
+                    pieces = [(*conv.column(col, spec.name, np.zeros(0, dtype=np.int64), []), conv.g)]
                 if len(pieces) == 1:
-                    vals, bad, dates = pieces[0]
+                    vals, bad, dates, g = pieces[0]
                 else:
-                    vals, bad = (np.concatenate([x[k] for x in pieces])[order] for k in (0, 1))
+                    vals, bad, g = (np.concatenate([x[k] for x in pieces])[order] if k < 3 or coded else None
+                                    for k in (0, 1, 3))
                     dates = np.concatenate([x[2] for x in pieces])[order] if col.type == "date" else None
+                if coded:
+                    t[col.name + "#"] = g
                 if bad.any():
                     self.bad[t["fac"][bad]] = True
                 if col.type == "date":
@@ -558,31 +574,39 @@ class _Chunk:
             t = T[spec.name]
             if not len(t["fac"]):
                 continue
-            df = pd.DataFrame({"fac": t["fac"], **{k: t[k] for k in spec.key}})
-            allnone = np.ones(len(df), dtype=bool)
+            m = len(self.ids) + 1
+            key = t["fac"].astype(np.int64)
+            allnone = np.ones(len(key), dtype=bool)
             for k in spec.key:
-                allnone &= pd.isna(df[k]).to_numpy()
-            dup = df.duplicated() & ~allnone
-            self.mark(t["fac"], dup.to_numpy())
+                g = t[k + "#"]
+                allnone &= g < 0
+                key = key * m + (g + 1)
+                if key.max() > 2**40:
+                    key = pd.factorize(key)[0].astype(np.int64)
+            _, first = np.unique(key, return_index=True)
+            dup = np.ones(len(key), dtype=bool)
+            dup[first] = False
+            self.mark(t["fac"], dup & ~allnone)
         # references
-        ids = {name: (T[name]["fac"], T[name]["id"]) for name in ("periods", "steps", "streams", "options", "causes")}
+        m = len(self.ids) + 1
+        ids = {name: (T[name]["fac"], T[name]["id#"]) for name in ("periods", "steps", "streams", "options", "causes")}
         ref = self.fac["reference_product"]
         allfac = np.arange(self.n)
-        self.mark(allfac, ~_member(allfac, ref, *ids["streams"]) & _notnone(ref))
+        self.mark(allfac, ~_gmember(allfac, self.fac["reference_product#"], *ids["streams"], m) & _notnone(ref))
         for spec in schema.TABLES:
             if spec.keyvalue:
                 continue
             t = T[spec.name]
             for col in spec.columns:
                 if col.type == "ref" and len(t["fac"]):
-                    v = t[col.name]
-                    self.mark(t["fac"], _notnone(v) & ~_member(t["fac"], v, *ids[col.ref]))
+                    g = t[col.name + "#"]
+                    self.mark(t["fac"], (g >= 0) & ~_gmember(t["fac"], g, *ids[col.ref], m))
         self._check_periods()
         # streams
         s = T["streams"]
         self.mark(s["fac"], (s["kind"] == "fuel") & ~_notnone(s["fuel"]))
-        kind_of = _Lookup(s["fac"], s["id"], s["kind"])
-        rk = kind_of.get(allfac, ref)
+        kind_of = _Lookup(s["fac"], s["id"], s["kind"], s["id#"])
+        rk = kind_of.get(allfac, ref, gkeys=self.fac["reference_product#"])
         self.mark(allfac, _notnone(rk) & ~np.isin(rk.astype(str), ["product", "by_product"]))
         # units by stream kind
         dims: dict = {}
@@ -599,7 +623,7 @@ class _Chunk:
             t = T[table]
             if not len(t["fac"]):
                 continue
-            kinds = kind_of.get(t["fac"], t["stream"])
+            kinds = kind_of.get(t["fac"], t["stream"], gkeys=t["stream#"])
             # once per distinct (kind, unit)
             kc, ku = pd.factorize(kinds)
             uc, uu = pd.factorize(np.asarray(t["unit"], dtype=object))
@@ -675,7 +699,7 @@ class _Chunk:
         p = self.t["prices"]
         if not len(p["fac"]):
             return
-        kinds = kind_of.get(p["fac"], p["stream"])
+        kinds = kind_of.get(p["fac"], p["stream"], gkeys=p["stream#"])
         cache: dict = {}
         bad = np.zeros(len(p["fac"]), dtype=bool)
         for i, (u, k) in enumerate(zip(p["unit"], kinds, strict=True)):
@@ -761,6 +785,16 @@ def _eq(a, b) -> np.ndarray:
     return _notnone(a) & np.asarray(a == b, dtype=bool)
 
 
+def _gmember(fac_a, g_a, fac_b, g_b, m: int) -> np.ndarray:
+    """(fac_a, g_a) ∈ {(fac_b, g_b)} element-wise, for values numbered by the chunk (< m - 1;
+    -1, none, is never a member)."""
+    if not len(fac_a):
+        return np.zeros(0, dtype=bool)
+    ka = np.asarray(fac_a, dtype=np.int64) * m + (g_a + 1)
+    kb = np.asarray(fac_b, dtype=np.int64) * m + (g_b + 1)
+    return np.isin(ka, kb) & (g_a >= 0)
+
+
 def _member(fac_a, vals_a, fac_b, vals_b) -> np.ndarray:
     """(fac_a, vals_a) ∈ {(fac_b, vals_b)}, element-wise."""
     import pandas as pd
@@ -779,10 +813,11 @@ class _Lookup:
     """Per-facility dictionary (fac, key) → value (the last row of a key wins), looked up
     element-wise with integer keys (no Python object per lookup)."""
 
-    def __init__(self, fac, keys, values):
+    def __init__(self, fac, keys, values, gkeys=None):
         self.fac = np.asarray(fac, dtype=np.int64)
         self.keys = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
         self.values = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+        self.gkeys = gkeys   # the keys numbered by the chunk, if known
 
     @property
     def d(self) -> dict:
@@ -792,7 +827,9 @@ class _Lookup:
                                                  self.values.tolist(), strict=True))
         return hit
 
-    def get(self, fac, keys, default=None) -> np.ndarray:
+    def get(self, fac, keys, default=None, gkeys=None) -> np.ndarray:
+        """The values of (fac, keys) element-wise, ``default`` where there is none; ``gkeys``:
+        the keys numbered by the chunk (as the lookup's ``gkeys``), a faster join."""
         import pandas as pd
 
         fac = np.asarray(fac, dtype=np.int64)
@@ -801,10 +838,15 @@ class _Lookup:
         if not len(fac) or not len(self.fac):
             return out
         n = len(self.fac)
-        codes, uniq = pd.factorize(np.concatenate([self.keys.astype(object), np.asarray(keys, dtype=object)]))
-        m = len(uniq) + 1
-        ka = self.fac * m + (codes[:n] + 1)
-        kb = fac * m + (codes[n:] + 1)
+        if gkeys is not None and self.gkeys is not None:
+            m = int(max(self.gkeys.max(), gkeys.max())) + 2
+            ka = self.fac * m + (self.gkeys + 1)
+            kb = fac * m + (gkeys + 1)
+        else:
+            codes, uniq = pd.factorize(np.concatenate([self.keys.astype(object), np.asarray(keys, dtype=object)]))
+            m = len(uniq) + 1
+            ka = self.fac * m + (codes[:n] + 1)
+            kb = fac * m + (codes[n:] + 1)
         rev = ka[::-1]
         _, first = np.unique(rev, return_index=True)    # the last row of each key
         last = n - 1 - first
@@ -913,7 +955,7 @@ class _Rollup:
         with np.errstate(divide="ignore", invalid="ignore"):
             annual = np.where(use, per_year / np.where(od == 0, 1, od), 365.0 / days)
         self.p_mid, self.p_year, self.p_annual = mid, year, annual
-        self.pkey = _Lookup(fac, p["id"], np.arange(len(fac)))
+        self.pkey = _Lookup(fac, p["id"], np.arange(len(fac)), p["id#"])
         base = np.full(self.n, -1, dtype=np.int64)
         isb = p["kind"] == "baseline"
         base[fac[isb]] = np.nonzero(isb)[0]
@@ -929,11 +971,11 @@ class _Rollup:
         f = T["flows"]
         s = T["streams"]
         fac = f["fac"]
-        self.kind_of = _Lookup(s["fac"], s["id"], s["kind"])
-        self.fuel_of = _Lookup(s["fac"], s["id"], s["fuel"])
-        kinds = self.kind_of.get(fac, f["stream"])
-        fuelv = self.fuel_of.get(fac, f["stream"])
-        prow = self.pkey.get(fac, f["period"], -1).astype(np.int64)
+        self.kind_of = _Lookup(s["fac"], s["id"], s["kind"], s["id#"])
+        self.fuel_of = _Lookup(s["fac"], s["id"], s["fuel"], s["id#"])
+        kinds = self.kind_of.get(fac, f["stream"], gkeys=f["stream#"])
+        fuelv = self.fuel_of.get(fac, f["stream"], gkeys=f["stream#"])
+        prow = self.pkey.get(fac, f["period"], -1, gkeys=f["period#"]).astype(np.int64)
         year = self.p_year[prow]
         self.f_kind, self.f_prow = kinds, prow
         self.f_layers = f["quantity"][:, None] * self.layers(fac, f["stream"], kinds, fuelv, f["unit"], year)
@@ -1064,7 +1106,7 @@ class _Rollup:
         # main materials
         s = self.T["streams"]
         main = (s["main_material"] == True) & ~np.isin(s["kind"].astype(str), ["water", "wastewater"])  # noqa: E712
-        is_main = _member(fac_f, f["stream"], s["fac"][main], s["id"][main]) & entering
+        is_main = _gmember(fac_f, f["stream#"], s["fac"][main], s["id#"][main], len(ch.ids) + 1) & entering
         mats: dict = {}
         if is_main.any():
             idx = np.nonzero(is_main)[0]
