@@ -1271,9 +1271,11 @@ class _Rollup:
             return
         fac, prow = f["fac"][idx], self.f_prow[idx]
         st = np.asarray(f["stream"], dtype=object)[idx]
+        sg = f["stream#"][idx] + 1
         units = np.asarray(f["unit"], dtype=object)[idx]
-        df = pd.DataFrame({"f": fac, "p": prow, "s": st})
-        g = df.groupby(["f", "p", "s"], sort=False).ngroup().to_numpy()
+        m = len(self.ch.ids) + 1
+        # groups numbered in the order they first appear
+        g = pd.factorize((fac.astype(np.int64) * (len(self.p_year) + 1) + prow + 1) * m + sg)[0]
         first = np.unique(g, return_index=True)[1]
         gunit = units[first]
         k = self.cf_pairs(units, gunit[g])
@@ -1287,10 +1289,11 @@ class _Rollup:
         gfac, gpr, gst = fac[first], prow[first], st[first]
         annual = self.p_annual
         isb = np.nonzero(self.base[gfac] == gpr)[0]
-        for gi in isb.tolist():
-            self._abase[(int(gfac[gi]), gst[gi])] = (qsum[gi] * float(annual[gpr[gi]]), gunit[gi])
+        self._abase = dict(zip(zip(gfac[isb].tolist(), gst[isb].tolist(), strict=True),
+                               zip((qsum[isb] * annual[gpr[isb]]).tolist(), gunit[isb].tolist(), strict=True),
+                               strict=True))
         self._bgroups = _Lookup(gfac[isb], gst[isb], isb)
-        firsts = df.drop_duplicates(["f", "s"]).index.to_numpy()
+        firsts = np.unique(pd.factorize(fac.astype(np.int64) * m + sg)[0], return_index=True)[1]
         self._first_unit = dict(zip(zip(fac[firsts].tolist(), st[firsts].tolist(), strict=True),
                                     units[firsts].tolist(), strict=True))
         order = np.argsort(g, kind="stable")
