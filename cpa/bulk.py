@@ -1936,6 +1936,19 @@ def _warm() -> None:
     schema.table_lookup()
 
 
+def _chunks(paths: list, w: int) -> list:
+    """Contiguous chunks of at most :data:`CHUNK` files; with several workers, the last
+    ``w * CHUNK`` files in chunks of half that, so that the workers finish closer together."""
+    n = len(paths)
+    size = max(1, min(CHUNK, -(-n // w)))
+    if w == 1 or n <= 2 * w * size:
+        return [paths[a: a + size] for a in range(0, n, size)] or [[]]
+    tail = n - w * size
+    half = max(1, size // 2)
+    return ([paths[a: min(a + size, tail)] for a in range(0, tail, size)]
+            + [paths[a: a + half] for a in range(tail, n, half)])
+
+
 def load_many(paths, workers: int | None = None) -> Bulk:
     """Read and check many worksheets (and compute their settings-independent figures).
 
@@ -1956,8 +1969,7 @@ def load_many(paths, workers: int | None = None) -> Bulk:
     paths = [str(p) for p in paths]
     n = len(paths)
     w = _workers(n, workers)
-    size = max(1, min(CHUNK, -(-n // w)))
-    chunks = [paths[a: a + size] for a in range(0, n, size)] or [[]]
+    chunks = _chunks(paths, w)
     if w == 1:
         parts = [_run_chunk(c) for c in chunks]
     else:
