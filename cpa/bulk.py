@@ -53,16 +53,19 @@ __all__ = ["Bulk", "load_many", "programme_table_bulk", "programme_from_paths"]
 MIN_PER_WORKER = 400
 #: Files per chunk: a chunk's tables are built, used and freed before the next (bounded memory).
 CHUNK = 1000
+#: Above this many rows of a table in a chunk, its distinct rows are looked for before splitting.
+DEDUP_ROWS = 2000
 
 # characters str.splitlines() breaks on besides \n, the escape character, and <br>
 _ODD_CHARS = tuple("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")   # (the escape and <br> are checked apart)
 _INDENTED_ROW = re.compile(r"\n[^\S\n]+\|")   # a section body starts with "\n"
 _OTHER_HEADING = re.compile(r"\n##[^\S\n]")
 _BLOCK = re.compile(r"\n(\|[^\n]*(?:\n\|[^\n]*)*)")
+# a section of the common layout: title, an empty line, header, separator, rows ("\n|...|" each)
+_PLAIN_SECTION = re.compile(r"\n## ([^\n]*)\n\n(\|[^\n]*\|)\n(\|[^\n]*\|)((?:\n\|[^\n]*\|)*)(?=\n|$)")
 _SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
-_PLAIN = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_ALL_PLAIN = re.compile(rf"(?:{_PLAIN}\n)*{_PLAIN}")
 _ANY_AMBIGUOUS = re.compile(r"(?m)^[+-]?[1-9]\d{0,2}\.\d{3}$")
+_NOT_PLAIN = str.maketrans("", "", "0123456789.+-eE\n")   # deletes what a plain number may hold
 
 _LAYERS = ("mass_t", "water_m3", "energy_gj", "toe_vn", "co2_fossil_t", "co2_biogenic_t", "co2e_other_t")
 
@@ -88,6 +91,22 @@ class Bulk:
     invalid: dict
     stats: dict
     rows: list = field(repr=False, default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# caches kept by a (worker) process from one chunk to the next: pure functions of their keys
+# (cell conversions in the plain locale, unit factors, conversions of a stream kind)
+
+_CACHES: dict = {}
+#: A cache is emptied when it holds more entries than this (memory stays bounded).
+CACHE_MAX = 200_000
+
+
+def _cache(name: str) -> dict:
+    c = _CACHES.get(name)
+    if c is None or len(c) > CACHE_MAX:
+        c = _CACHES[name] = {}
+    return c
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,7 +177,10 @@ def _scan(text: str, caches) -> dict | None:
     rest = text[len(pre):]
     if rest.count("\n#") - rest.count("\n###") != len(parts) - 1:
         return None
-    out: dict = {}
+    out = _scan_plain(text, caches, len(parts) - 1)
+    if out is not None:
+        return out
+    out = {}
     for part in parts[1:]:
         nl = part.find("\n")
         title, body = (part[:nl], part[nl:]) if nl >= 0 else (part, "")
@@ -188,6 +210,35 @@ def _scan(text: str, caches) -> dict | None:
     return out
 
 
+def _scan_plain(text: str, caches, nsections: int) -> dict | None:
+    """:func:`_scan` for the common layout, with one regular expression: every section is its
+    title, one empty line and a table whose lines all start and end with "|", and no other line
+    of the text starts with "|". None if the text is not laid out so (then the general scan
+    decides)."""
+    title_cache, sep_cache = caches
+    secs = _PLAIN_SECTION.findall(text)
+    if len(secs) != nsections:
+        return None
+    out: dict = {}
+    lines = 0
+    for title, header, sep, data in secs:
+        t = title.strip()
+        name = _lookup_title(t, title_cache) if t else ""
+        if not name or name in out:
+            return None
+        ok = sep_cache.get(sep)
+        if ok is None:
+            ok = sep_cache[sep] = bool(_SEPARATOR.match(sep))
+        if not ok:
+            return None
+        nrows = data.count("\n")
+        lines += 2 + nrows
+        out[name] = (header, data[1:], nrows)
+    if lines != text.count("\n|"):   # a table line outside these tables: the general scan
+        return None
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # stage 2: cells → typed columns
 
@@ -199,7 +250,7 @@ class _Conv:
         from cpa.worksheet import RawWorksheet, _Builder
 
         self.b = _Builder(RawWorksheet("", {}, []))
-        self.cache: dict = {}
+        self.cache = _cache("cells")
 
     def one(self, col, text: str, table: str):
         key = (table, col.name, text)
@@ -217,37 +268,45 @@ class _Conv:
             hit = self.cache[key] = (value, bad)
         return hit
 
-    def column(self, col, table: str, cells: list):
-        """(values, bad rows, dates) of a column given as raw cells (dates: datetime64[D] for a
-        date column, else None)."""
-        import pandas as pd
-
-        n = len(cells)
+    def column(self, col, table: str, codes, uniq: list, ids: dict | None = None):
+        """(values, bad rows, dates) of a column given as codes into its distinct raw cells
+        ``uniq`` (dates: datetime64[D] for a date column, else None). With ``ids``, the values of
+        a column of text, ids, references, units, choices or dates are also numbered (one
+        integer per distinct value across the chunk, -1 for none) in ``self.g``."""
+        n = len(codes)
+        self.g = np.zeros(0, dtype=np.int64)
         if not n:
             empty = np.zeros(0) if col.type in ("number", "int") else np.empty(0, dtype=object)
             return empty, np.zeros(0, dtype=bool), np.zeros(0, dtype="datetime64[D]")
-        codes, uniq = pd.factorize(np.array(cells, dtype=object))
         uniq = [u.strip() for u in uniq]
         if col.type in ("number", "int"):
             vals = np.full(len(uniq), np.nan)
             badu = np.zeros(len(uniq), dtype=bool)
-            filled = [u if u != "" else (col.default or "") for u in uniq]
-            nonempty = [i for i, u in enumerate(filled) if u != ""]
-            texts = [filled[i] for i in nonempty]
+            filled = [u or col.default for u in uniq] if col.default else uniq
+            isempty = np.fromiter(map(len, filled), dtype=np.int64, count=len(filled)) == 0
+            nonempty = np.nonzero(~isempty)[0]
+            texts = filled if not isempty.any() else [filled[i] for i in nonempty.tolist()]
             joined = "\n".join(texts)
-            if texts and _ALL_PLAIN.fullmatch(joined) and not _ANY_AMBIGUOUS.search(joined):
-                vals[nonempty] = [float(t) for t in texts]
-                badu[nonempty] = ~np.isfinite(vals[nonempty])
+            floats = None
+            # plain numbers only ([+-]digits[.digits][e[+-]digits], in these characters float()
+            # reads exactly those); anything else goes through the exact cell conversion
+            if texts and not joined.translate(_NOT_PLAIN) and not _ANY_AMBIGUOUS.search(joined):
+                try:
+                    floats = np.fromiter(map(float, texts), dtype=float, count=len(texts))
+                except ValueError:
+                    floats = None
+            if floats is not None:
+                vals[nonempty] = floats
+                badu[nonempty] = ~np.isfinite(floats)
                 if col.type == "int":
-                    v = vals[nonempty]
-                    badu[nonempty] |= v != np.floor(v)
+                    badu[nonempty] |= floats != np.floor(floats)
             else:
-                for i in nonempty:
+                for i in nonempty.tolist():
                     value, bad = self.one(col, filled[i], table)
                     badu[i] = bad
                     vals[i] = np.nan if value is None else float(value)
             if col.required:
-                badu |= np.array([u == "" for u in filled], dtype=bool)
+                badu |= isempty
             return vals[codes], badu[codes], None
         if col.type == "text":
             conv = [(u if u != "" else None, col.required and u == "") for u in uniq]
@@ -257,7 +316,27 @@ class _Conv:
         values[:] = [c[0] for c in conv]
         badu = np.array([c[1] for c in conv], dtype=bool)
         dates = _dates(values)[codes] if col.type == "date" else None
+        if ids is not None:   # every distinct value of the chunk as one integer (None: -1)
+            g = np.array([-1 if v is None else ids.setdefault(v, len(ids)) for v in values.tolist()], dtype=np.int64)
+            self.g = g[codes]
         return values[codes], badu[codes], dates
+
+
+def _local(codes, n_uniq: int):
+    """(codes renumbered 0..k-1, the k original codes used), in order of the original codes."""
+    seen = np.zeros(n_uniq, dtype=bool)
+    seen[codes] = True
+    used = np.flatnonzero(seen)
+    remap = np.zeros(n_uniq, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return remap[codes], used
+
+
+def _factorize(texts: list):
+    import pandas as pd
+
+    codes, uniq = pd.factorize(np.array(texts, dtype=object))
+    return codes, list(uniq)
 
 
 def _dates(values) -> np.ndarray:
@@ -355,51 +434,54 @@ class _Chunk:
                 facs, blocks, counts = ([x[k] for k in keep] for x in (facs, blocks, counts))
                 cells = self._cells(blocks, counts, width)
             fac = np.repeat(np.array(facs, dtype=np.int64), counts)
-            step = width + 1
-            cols = {}
-            if schema.table(name).keyvalue:
-                cols["field"] = [c.strip() for c in cells[1::step]]
-                cols["value"] = [c.strip() for c in cells[2::step]]
-            else:
-                total = len(fac)
-                for col in schema.table(name).columns:
-                    pos = positions.get(col.name)
-                    if pos is None:
-                        cols[col.name] = [""] * total
-                    elif col.type == "text" and not col.required and col.name != "applies_to":
-                        continue
-                    else:
-                        cols[col.name] = cells[1 + pos::step]
-            parts.setdefault(name, []).append((fac, cols))
+            parts.setdefault(name, []).append((fac, *cells, positions))
         for name, plist in parts.items():
-            if len(plist) == 1:
-                fac, cols = plist[0]
-            else:
-                fac = np.concatenate([p[0] for p in plist])
-                order = np.argsort(fac, kind="stable")
-                fac = fac[order]
-                names = set().union(*(p[1].keys() for p in plist))
-                cols = {}
-                for c in names:
-                    joined = []
-                    for f, pc in plist:
-                        joined += pc.get(c) or [""] * len(f)
-                    cols[c] = [joined[k] for k in order]
-            self.t[name] = {"fac": fac, "_raw": cols}
+            self.t[name] = {"_parts": plist}
 
     @staticmethod
     def _cells(blocks, counts, width):
+        """The rows of one table across facilities as (codes, distinct cells): ``codes[r, j]``
+        is the cell ``j`` of row ``r`` as an index into the distinct raw cells (one hash pass
+        over the whole table); None if some row does not have ``width`` cells."""
+        import pandas as pd
+
         nrows = sum(counts)
-        if not nrows:
-            return [""]
-        big = "\n".join(b for b in blocks if b) + "\n"
-        cells = big.split("|")
         step = width + 1
-        if len(cells) != 1 + nrows * step or cells[0] != "":
+        if not nrows:
+            return np.zeros((0, step), dtype=np.int64), np.array([""], dtype=object)
+        big = "\n".join(b for b in blocks if b)
+        lines = None
+        if nrows > DEDUP_ROWS:
+            # tables whose rows repeat across facilities (streams, prices, steps...): split the
+            # distinct rows only
+            sample = big[:200_000].split("\n", 1000)[:1000]
+            if len(set(sample)) < 0.5 * len(sample):
+                lines, ulines = pd.factorize(np.array(big.split("\n"), dtype=object))
+                if len(lines) != nrows:
+                    return None
+                big = "\n".join(ulines)
+        nsplit = nrows if lines is None else len(ulines)
+        cells = (big + "\n").split("|")
+        if len(cells) != 1 + nsplit * step or cells[0] != "":
             return None
-        if set(cells[step::step]) != {"\n"}:
+        codes, uniq = pd.factorize(np.array(cells, dtype=object))
+        codes = codes[1:].reshape(nsplit, step)
+        if lines is not None:
+            codes = codes[lines]
+        ends = codes[:, width]
+        if not (ends == ends[0]).all() or uniq[ends[0]] != "\n":
             return None
-        return cells
+        return codes, np.asarray(uniq, dtype=object)
+
+    @staticmethod
+    def _column(part, name: str):
+        """(codes, distinct raw cells) of a column in one part of a table ("" if absent)."""
+        fac, codes, uniq, positions = part
+        pos = positions.get(name)
+        if pos is None:
+            return np.zeros(len(fac), dtype=np.int64), [""]
+        local, used = _local(codes[:, pos], len(uniq))
+        return local, uniq[used].tolist()
 
     # -- converting ------------------------------------------------------------------------------
     def convert(self):
@@ -411,13 +493,21 @@ class _Chunk:
             self.bad[:] = True
             return
         lookup = schema.header_lookup("facility")
-        raw = ft.pop("_raw")
-        fields = [lookup.get(f.casefold(), "") if f else "" for f in raw["field"]]
-        ffac = ft["fac"]
-        values = raw["value"]
+        ffac, fields, values = [], [], []
+        for part in ft.pop("_parts"):
+            fac, codes, uniq, _ = part
+            ffac.append(fac)
+            names = np.array([lookup.get(u.strip().casefold(), "") if u.strip() else "" for u in uniq.tolist()],
+                             dtype=object)
+            fields.append(names[codes[:, 0]])
+            values.append(uniq[codes[:, 1]])
+        ffac, fields, values = (np.concatenate(x) for x in (ffac, fields, values))
+        order = np.argsort(ffac, kind="stable")
+        ffac, fields, values = ffac[order], fields[order], values[order]
+        ft["fac"] = ffac
         per_field: dict = {c.name: [""] * self.n for c in fac_spec.columns}
         seen = set()
-        for f, name, v in zip(ffac.tolist(), fields, values, strict=True):
+        for f, name, v in zip(ffac.tolist(), fields.tolist(), values.tolist(), strict=True):
             if not name:
                 self.bad[f] = True   # an unknown field, or an empty row: the exact path decides
                 continue
@@ -426,9 +516,14 @@ class _Chunk:
                 continue
             seen.add((f, name))
             per_field[name][f] = v
+        self.ids: dict = {}
+        ids = self.ids
         for col in fac_spec.columns:
-            vals, bad, _ = conv.column(col, "facility", per_field[col.name])
+            codes, uniq = _factorize(per_field[col.name])
+            vals, bad, _ = conv.column(col, "facility", codes, uniq, ids)
             self.fac[col.name] = vals
+            if col.type not in ("number", "int", "bool"):
+                self.fac[col.name + "#"] = conv.g
             self.bad |= bad
         loc = self.fac["number_locale"]
         self.bad |= np.array([v not in (None, "plain") for v in loc], dtype=bool)
@@ -437,16 +532,28 @@ class _Chunk:
                 continue
             t = self.t.get(spec.name)
             if t is None:
-                self.t[spec.name] = t = {"fac": np.zeros(0, dtype=np.int64), "_raw": {}}
-            raw = t.pop("_raw")
-            n = len(t["fac"])
+                self.t[spec.name] = t = {"_parts": []}
+            plist = t.pop("_parts")
+            fac = np.concatenate([p[0] for p in plist]) if plist else np.zeros(0, dtype=np.int64)
+            order = np.argsort(fac, kind="stable") if len(plist) > 1 else None
+            t["fac"] = fac if order is None else fac[order]
             for col in spec.columns:
-                strs = raw.get(col.name)
-                if strs is None:
-                    if col.type == "text" and not col.required and col.name != "applies_to":
-                        continue
-                    strs = [""] * n
-                vals, bad, dates = conv.column(col, spec.name, strs)
+                if col.type == "text" and not col.required and col.name != "applies_to":
+                    continue
+                coded = col.type not in ("number", "int", "bool")
+                pieces = []
+                for p in plist:
+                    pieces.append((*conv.column(col, spec.name, *self._column(p, col.name), ids), conv.g))
+                if not pieces:
+                    pieces = [(*conv.column(col, spec.name, np.zeros(0, dtype=np.int64), []), conv.g)]
+                if len(pieces) == 1:
+                    vals, bad, dates, g = pieces[0]
+                else:
+                    vals, bad, g = (np.concatenate([x[k] for x in pieces])[order] if k < 3 or coded else None
+                                    for k in (0, 1, 3))
+                    dates = np.concatenate([x[2] for x in pieces])[order] if col.type == "date" else None
+                if coded:
+                    t[col.name + "#"] = g
                 if bad.any():
                     self.bad[t["fac"][bad]] = True
                 if col.type == "date":
@@ -467,31 +574,39 @@ class _Chunk:
             t = T[spec.name]
             if not len(t["fac"]):
                 continue
-            df = pd.DataFrame({"fac": t["fac"], **{k: t[k] for k in spec.key}})
-            allnone = np.ones(len(df), dtype=bool)
+            m = len(self.ids) + 1
+            key = t["fac"].astype(np.int64)
+            allnone = np.ones(len(key), dtype=bool)
             for k in spec.key:
-                allnone &= pd.isna(df[k]).to_numpy()
-            dup = df.duplicated() & ~allnone
-            self.mark(t["fac"], dup.to_numpy())
+                g = t[k + "#"]
+                allnone &= g < 0
+                key = key * m + (g + 1)
+                if key.max() > 2**40:
+                    key = pd.factorize(key)[0].astype(np.int64)
+            _, first = np.unique(key, return_index=True)
+            dup = np.ones(len(key), dtype=bool)
+            dup[first] = False
+            self.mark(t["fac"], dup & ~allnone)
         # references
-        ids = {name: (T[name]["fac"], T[name]["id"]) for name in ("periods", "steps", "streams", "options", "causes")}
+        m = len(self.ids) + 1
+        ids = {name: (T[name]["fac"], T[name]["id#"]) for name in ("periods", "steps", "streams", "options", "causes")}
         ref = self.fac["reference_product"]
         allfac = np.arange(self.n)
-        self.mark(allfac, ~_member(allfac, ref, *ids["streams"]) & _notnone(ref))
+        self.mark(allfac, ~_gmember(allfac, self.fac["reference_product#"], *ids["streams"], m) & _notnone(ref))
         for spec in schema.TABLES:
             if spec.keyvalue:
                 continue
             t = T[spec.name]
             for col in spec.columns:
                 if col.type == "ref" and len(t["fac"]):
-                    v = t[col.name]
-                    self.mark(t["fac"], _notnone(v) & ~_member(t["fac"], v, *ids[col.ref]))
+                    g = t[col.name + "#"]
+                    self.mark(t["fac"], (g >= 0) & ~_gmember(t["fac"], g, *ids[col.ref], m))
         self._check_periods()
         # streams
         s = T["streams"]
         self.mark(s["fac"], (s["kind"] == "fuel") & ~_notnone(s["fuel"]))
-        kind_of = _Lookup(s["fac"], s["id"], s["kind"])
-        rk = kind_of.get(allfac, ref)
+        kind_of = _Lookup(s["fac"], s["id"], s["kind"], s["id#"])
+        rk = kind_of.get(allfac, ref, gkeys=self.fac["reference_product#"])
         self.mark(allfac, _notnone(rk) & ~np.isin(rk.astype(str), ["product", "by_product"]))
         # units by stream kind
         dims: dict = {}
@@ -508,7 +623,7 @@ class _Chunk:
             t = T[table]
             if not len(t["fac"]):
                 continue
-            kinds = kind_of.get(t["fac"], t["stream"])
+            kinds = kind_of.get(t["fac"], t["stream"], gkeys=t["stream#"])
             # once per distinct (kind, unit)
             kc, ku = pd.factorize(kinds)
             uc, uu = pd.factorize(np.asarray(t["unit"], dtype=object))
@@ -584,7 +699,7 @@ class _Chunk:
         p = self.t["prices"]
         if not len(p["fac"]):
             return
-        kinds = kind_of.get(p["fac"], p["stream"])
+        kinds = kind_of.get(p["fac"], p["stream"], gkeys=p["stream#"])
         cache: dict = {}
         bad = np.zeros(len(p["fac"]), dtype=bool)
         for i, (u, k) in enumerate(zip(p["unit"], kinds, strict=True)):
@@ -670,6 +785,18 @@ def _eq(a, b) -> np.ndarray:
     return _notnone(a) & np.asarray(a == b, dtype=bool)
 
 
+def _gmember(fac_a, g_a, fac_b, g_b, m: int) -> np.ndarray:
+    """(fac_a, g_a) ∈ {(fac_b, g_b)} element-wise, for values numbered by the chunk (< m - 1;
+    -1, none, is never a member)."""
+    if not len(fac_a):
+        return np.zeros(0, dtype=bool)
+    import pandas as pd
+
+    ka = np.asarray(fac_a, dtype=np.int64) * m + (g_a + 1)
+    kb = np.asarray(fac_b, dtype=np.int64) * m + (g_b + 1)
+    return pd.Index(ka).isin(kb) & (g_a >= 0)   # a hash join (np.isin sorts)
+
+
 def _member(fac_a, vals_a, fac_b, vals_b) -> np.ndarray:
     """(fac_a, vals_a) ∈ {(fac_b, vals_b)}, element-wise."""
     import pandas as pd
@@ -688,10 +815,11 @@ class _Lookup:
     """Per-facility dictionary (fac, key) → value (the last row of a key wins), looked up
     element-wise with integer keys (no Python object per lookup)."""
 
-    def __init__(self, fac, keys, values):
+    def __init__(self, fac, keys, values, gkeys=None):
         self.fac = np.asarray(fac, dtype=np.int64)
         self.keys = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
         self.values = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+        self.gkeys = gkeys   # the keys numbered by the chunk, if known
 
     @property
     def d(self) -> dict:
@@ -701,7 +829,9 @@ class _Lookup:
                                                  self.values.tolist(), strict=True))
         return hit
 
-    def get(self, fac, keys, default=None) -> np.ndarray:
+    def get(self, fac, keys, default=None, gkeys=None) -> np.ndarray:
+        """The values of (fac, keys) element-wise, ``default`` where there is none; ``gkeys``:
+        the keys numbered by the chunk (as the lookup's ``gkeys``), a faster join."""
         import pandas as pd
 
         fac = np.asarray(fac, dtype=np.int64)
@@ -710,10 +840,15 @@ class _Lookup:
         if not len(fac) or not len(self.fac):
             return out
         n = len(self.fac)
-        codes, uniq = pd.factorize(np.concatenate([self.keys.astype(object), np.asarray(keys, dtype=object)]))
-        m = len(uniq) + 1
-        ka = self.fac * m + (codes[:n] + 1)
-        kb = fac * m + (codes[n:] + 1)
+        if gkeys is not None and self.gkeys is not None:
+            m = int(max(self.gkeys.max(), gkeys.max())) + 2
+            ka = self.fac * m + (self.gkeys + 1)
+            kb = fac * m + (gkeys + 1)
+        else:
+            codes, uniq = pd.factorize(np.concatenate([self.keys.astype(object), np.asarray(keys, dtype=object)]))
+            m = len(uniq) + 1
+            ka = self.fac * m + (codes[:n] + 1)
+            kb = fac * m + (codes[n:] + 1)
         rev = ka[::-1]
         _, first = np.unique(rev, return_index=True)    # the last row of each key
         last = n - 1 - first
@@ -737,7 +872,7 @@ class _Resolver:
         from cpa.factors import default_factors
 
         self.default_keys = {f.key for f in default_factors()}
-        self.cache: dict = {}
+        self.cache = _cache("conversions")
 
     def get(self, kind, fuel, unit, year, token, overrides):
         key = (kind, fuel, unit, year, token, overrides)
@@ -783,7 +918,7 @@ class _Rollup:
         self.n = ch.n
         self.good = ~ch.bad
         self.res = _Resolver()
-        self.cf_cache: dict = {}
+        self.cf_cache = _cache("units")
         self._conv_memo: dict = {}
         self.has_options: set = set()
         self._abase = None
@@ -822,7 +957,7 @@ class _Rollup:
         with np.errstate(divide="ignore", invalid="ignore"):
             annual = np.where(use, per_year / np.where(od == 0, 1, od), 365.0 / days)
         self.p_mid, self.p_year, self.p_annual = mid, year, annual
-        self.pkey = _Lookup(fac, p["id"], np.arange(len(fac)))
+        self.pkey = _Lookup(fac, p["id"], np.arange(len(fac)), p["id#"])
         base = np.full(self.n, -1, dtype=np.int64)
         isb = p["kind"] == "baseline"
         base[fac[isb]] = np.nonzero(isb)[0]
@@ -838,11 +973,11 @@ class _Rollup:
         f = T["flows"]
         s = T["streams"]
         fac = f["fac"]
-        self.kind_of = _Lookup(s["fac"], s["id"], s["kind"])
-        self.fuel_of = _Lookup(s["fac"], s["id"], s["fuel"])
-        kinds = self.kind_of.get(fac, f["stream"])
-        fuelv = self.fuel_of.get(fac, f["stream"])
-        prow = self.pkey.get(fac, f["period"], -1).astype(np.int64)
+        self.kind_of = _Lookup(s["fac"], s["id"], s["kind"], s["id#"])
+        self.fuel_of = _Lookup(s["fac"], s["id"], s["fuel"], s["id#"])
+        kinds = self.kind_of.get(fac, f["stream"], gkeys=f["stream#"])
+        fuelv = self.fuel_of.get(fac, f["stream"], gkeys=f["stream#"])
+        prow = self.pkey.get(fac, f["period"], -1, gkeys=f["period#"]).astype(np.int64)
         year = self.p_year[prow]
         self.f_kind, self.f_prow = kinds, prow
         self.f_layers = f["quantity"][:, None] * self.layers(fac, f["stream"], kinds, fuelv, f["unit"], year)
@@ -973,7 +1108,7 @@ class _Rollup:
         # main materials
         s = self.T["streams"]
         main = (s["main_material"] == True) & ~np.isin(s["kind"].astype(str), ["water", "wastewater"])  # noqa: E712
-        is_main = _member(fac_f, f["stream"], s["fac"][main], s["id"][main]) & entering
+        is_main = _gmember(fac_f, f["stream#"], s["fac"][main], s["id#"][main], len(ch.ids) + 1) & entering
         mats: dict = {}
         if is_main.any():
             idx = np.nonzero(is_main)[0]
@@ -1136,9 +1271,11 @@ class _Rollup:
             return
         fac, prow = f["fac"][idx], self.f_prow[idx]
         st = np.asarray(f["stream"], dtype=object)[idx]
+        sg = f["stream#"][idx] + 1
         units = np.asarray(f["unit"], dtype=object)[idx]
-        df = pd.DataFrame({"f": fac, "p": prow, "s": st})
-        g = df.groupby(["f", "p", "s"], sort=False).ngroup().to_numpy()
+        m = len(self.ch.ids) + 1
+        # groups numbered in the order they first appear
+        g = pd.factorize((fac.astype(np.int64) * (len(self.p_year) + 1) + prow + 1) * m + sg)[0]
         first = np.unique(g, return_index=True)[1]
         gunit = units[first]
         k = self.cf_pairs(units, gunit[g])
@@ -1152,10 +1289,11 @@ class _Rollup:
         gfac, gpr, gst = fac[first], prow[first], st[first]
         annual = self.p_annual
         isb = np.nonzero(self.base[gfac] == gpr)[0]
-        for gi in isb.tolist():
-            self._abase[(int(gfac[gi]), gst[gi])] = (qsum[gi] * float(annual[gpr[gi]]), gunit[gi])
+        self._abase = dict(zip(zip(gfac[isb].tolist(), gst[isb].tolist(), strict=True),
+                               zip((qsum[isb] * annual[gpr[isb]]).tolist(), gunit[isb].tolist(), strict=True),
+                               strict=True))
         self._bgroups = _Lookup(gfac[isb], gst[isb], isb)
-        firsts = df.drop_duplicates(["f", "s"]).index.to_numpy()
+        firsts = np.unique(pd.factorize(fac.astype(np.int64) * m + sg)[0], return_index=True)[1]
         self._first_unit = dict(zip(zip(fac[firsts].tolist(), st[firsts].tolist(), strict=True),
                                     units[firsts].tolist(), strict=True))
         order = np.argsort(g, kind="stable")
@@ -1798,6 +1936,19 @@ def _warm() -> None:
     schema.table_lookup()
 
 
+def _chunks(paths: list, w: int) -> list:
+    """Contiguous chunks of at most :data:`CHUNK` files; with several workers, the last
+    ``w * CHUNK`` files in chunks of half that, so that the workers finish closer together."""
+    n = len(paths)
+    size = max(1, min(CHUNK, -(-n // w)))
+    if w == 1 or n <= 2 * w * size:
+        return [paths[a: a + size] for a in range(0, n, size)] or [[]]
+    tail = n - w * size
+    half = max(1, size // 2)
+    return ([paths[a: min(a + size, tail)] for a in range(0, tail, size)]
+            + [paths[a: a + half] for a in range(tail, n, half)])
+
+
 def load_many(paths, workers: int | None = None) -> Bulk:
     """Read and check many worksheets (and compute their settings-independent figures).
 
@@ -1818,8 +1969,7 @@ def load_many(paths, workers: int | None = None) -> Bulk:
     paths = [str(p) for p in paths]
     n = len(paths)
     w = _workers(n, workers)
-    size = max(1, min(CHUNK, -(-n // w)))
-    chunks = [paths[a: a + size] for a in range(0, n, size)] or [[]]
+    chunks = _chunks(paths, w)
     if w == 1:
         parts = [_run_chunk(c) for c in chunks]
     else:
@@ -1864,14 +2014,18 @@ def programme_table_bulk(bulk: Bulk, settings=None):
                            "give each facility its own id in its facility table")
         seen[fid] = p
     rows = []
+    targets: dict = {}   # the target columns of each distinct set of columns
     for e in bulk.rows:
         if e[0] == "error":
             raise e[2]
         if e[0] == "row":
             row = e[2]
-            for k in row:
-                if k.endswith("_target"):
-                    row[k] = _target(row[k[: -len("_target")] + "_change_pct"], settings)
+            keys = tuple(row)
+            tk = targets.get(keys)
+            if tk is None:
+                tk = targets[keys] = [(k, k[: -len("_target")] + "_change_pct") for k in keys if k.endswith("_target")]
+            for k, pct in tk:
+                row[k] = _target(row[pct], settings)
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -85,6 +85,13 @@ def test_synthetic_parity(synthetic):
     assert b.stats["exact"] == len(breaks) + len(unusual)
 
 
+def test_distinct_rows_parity(synthetic, monkeypatch):
+    # the rows repeated across facilities are split once: the same table and problems
+    monkeypatch.setattr(bulk, "DEDUP_ROWS", 0)
+    b, fast = _same(synthetic[0])
+    assert b.stats["fast"] == 30
+
+
 def test_settings_only_change_targets(synthetic):
     paths = synthetic[0][:12]
     _same(paths, Settings(target_low_pct=0, target_high_pct=1))
@@ -290,3 +297,10 @@ def test_overrides_only_where_they_apply(synthetic, tmp_path):
     assert not read(str(p)).errors, read(str(p)).problems
     b, _ = _same([str(p), *[q for q in synthetic[0][:6] if q != src]])
     assert b.stats["fast"] == 6
+
+
+@pytest.mark.parametrize("n, w", [(0, 1), (44, 1), (1000, 2), (4500, 2), (10001, 2), (100000, 2)])
+def test_chunks_cover_the_paths_in_order(n, w):
+    chunks = bulk._chunks(list(range(n)), w)
+    assert [x for c in chunks for x in c] == list(range(n))
+    assert all(len(c) <= bulk.CHUNK for c in chunks)
