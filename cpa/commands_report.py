@@ -351,6 +351,12 @@ def _warm() -> None:
     charts = _charts_module()
     if charts is not None:
         charts.warm()
+    try:
+        from cpa.booklet import typst_font_dir
+
+        typst_font_dir()  # one folder of fonts for all workers (made here, removed at exit)
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def default_jobs() -> int:
