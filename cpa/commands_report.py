@@ -156,9 +156,11 @@ def _programme_module():
     return programme
 
 
-PRELOAD = ["pandas", "pint", "cpa.worksheet", "cpa.validate", "cpa.results", "cpa.booklet", "cpa.charts",
-           "cpa.options", "cpa.compare", "cpa.programme", "matplotlib.pyplot", "typst", "pypdfium2",
-           "isal.isal_zlib"]
+#: What the workers that read and compute need (imported here, then forked).
+LOAD_MODULES = ["pandas", "pint", "cpa.worksheet", "cpa.validate", "cpa.results", "cpa.options", "cpa.compare",
+                "cpa.programme"]
+#: What the workers that draw and typeset need as well.
+PRELOAD = LOAD_MODULES + ["cpa.booklet", "cpa.charts", "matplotlib.pyplot", "typst", "pypdfium2", "isal.isal_zlib"]
 
 
 def _results_task(args):
@@ -302,30 +304,45 @@ def _typst_used_here() -> bool:
     return bool(f is not None and f.cache_info().currsize)
 
 
-def _executor(jobs: int):
-    """A process pool whose workers start with cpa, matplotlib and typst imported.
+def _can_fork() -> bool:
+    """Can workers be forked from this process (the platform forks, and this process has not
+    run typst, whose threads would not survive a fork)?"""
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods() and not _typst_used_here()
+
+
+def _import_all(modules) -> None:
+    import importlib
+
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError:
+            pass
+
+
+def _executor(jobs: int, modules=None):
+    """A process pool whose workers start with ``modules`` imported (default :data:`PRELOAD`:
+    cpa, matplotlib and typst).
 
     Where the platform forks and this process has not run typst yet (the command line), the
-    heavy modules are imported once here and the workers are forked from this process: no
-    second interpreter to start and no imports to repeat. Otherwise (a test that built a
-    booklet in-process first, a platform without fork) a forkserver that has imported them.
+    modules are imported once here and the workers are forked from this process: no second
+    interpreter to start and no imports to repeat. Otherwise (a test that built a booklet
+    in-process first, a platform without fork) a forkserver that has imported all of
+    :data:`PRELOAD`.
     """
     if jobs <= 1:
         return _Serial()
-    import importlib
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    methods = mp.get_all_start_methods()
-    if "fork" in methods and not _typst_used_here():
-        for m in PRELOAD:
-            try:
-                importlib.import_module(m)
-            except ImportError:
-                pass
-        _warm()
+    modules = PRELOAD if modules is None else modules
+    if _can_fork():
+        _import_all(modules)
+        _warm(render=modules == PRELOAD)
         ctx = mp.get_context("fork")
-    elif "forkserver" in methods:
+    elif "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
     else:  # pragma: no cover - platforms without fork
@@ -333,19 +350,23 @@ def _executor(jobs: int):
     return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
 
 
-def _warm() -> None:
+def _warm(render: bool = True) -> None:
     """Before forking: what every worker would otherwise build for itself on first use (the
-    unit registry, the factor tables, the schema's look-ups, the number formats of both
-    languages, the widths of the common characters), built once here."""
+    unit registry, the factor tables, the schema's look-ups; with ``render``, the number
+    formats of both languages, the widths of the common characters and the typst fonts' folder),
+    built once here."""
     from cpa import schema
     from cpa.factors import default_factors
-    from cpa.numbers import format_number
     from cpa.units import conversion_factor, dimension_of
 
     conversion_factor("kg", "t")
     dimension_of("kWh")
     default_factors()
     schema.table_lookup()
+    if not render:
+        return
+    from cpa.numbers import format_number
+
     for lang in ("vi", "en"):
         format_number(1234.5, lang)
     charts = _charts_module()
@@ -385,14 +406,26 @@ def run_report(files, out: str, langs, settings_path: str | None = None, progres
     import shutil
     import tempfile
     from concurrent.futures import FIRST_COMPLETED, wait
+    from contextlib import ExitStack
 
     from cpa.io import staging
 
     jobs = default_jobs() if jobs is None else jobs
     raw_settings, settings = load_settings(settings_path)
-    with staging(), _executor(jobs) as ex:
+    # two pools when workers can be forked: the first, forked before matplotlib and typst are
+    # imported, reads and computes while this process imports them; the second is forked after
+    two_pools = jobs > 1 and _can_fork()
+    with staging(), ExitStack() as stack:
+        ex = stack.enter_context(_executor(jobs, LOAD_MODULES if two_pools else PRELOAD))
         # read, check and compute each facility in the workers, in parallel
-        loaded = ex.map(_load_task, [(path, raw_settings) for path in files])
+        futures = [ex.submit(_load_task, (path, raw_settings)) for path in files]
+        if two_pools:
+            _import_all(PRELOAD)
+            _warm()
+        loaded = [f.result() for f in futures]
+        if two_pools:
+            ex.shutdown()
+            ex = stack.enter_context(_executor(jobs))
         worksheets, report, results, rows, failures = [], [], [], [], []
         for path, (ws, entry, res, row, err) in zip(files, loaded, strict=True):
             worksheets.append(ws)

@@ -272,3 +272,30 @@ def test_report_examples_both_languages_rerun(tmp_path, copy_examples):
     assert set(digest(out)) == set(first)  # same outputs, no temporary folders left
     assert any(os.stat(out / k).st_ino != mtimes[k] for k in first)  # replaced, not appended
     assert digest(copy_examples) == before
+
+
+def test_report_in_a_fresh_process_forks_its_workers(tmp_path, examples_dir):
+    """`cpa report` as the command line runs it (a fresh interpreter that has not run typst):
+    its workers are forked, first to read and compute, then — after matplotlib and typst are
+    imported — to draw and typeset. Two facilities, two workers: every booklet, every chart as
+    SVG and PNG (300 dpi), each facility's charts.pdf, and no temporary folder left."""
+    import subprocess
+    import sys
+
+    for name in ("01-textile.cpa.md", "04-cashew.cpa.md"):
+        shutil.copy(os.path.join(examples_dir, name), tmp_path / name)
+    out = tmp_path / "build"
+    r = subprocess.run([sys.executable, "-m", "cpa.cli", "report", str(tmp_path / "01-textile.cpa.md"),
+                        str(tmp_path / "04-cashew.cpa.md"), "--out", str(out), "--lang", "vi", "-q", "-j", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "wrote 3 booklets" in r.stdout
+    assert sorted(f for f in os.listdir(out / "vi") if f.endswith(".pdf")) == [
+        "cashew-trangbom.pdf", "programme.pdf", "textile-anphu.pdf"]
+    for fac in ("textile-anphu", "cashew-trangbom"):
+        files = os.listdir(out / "vi" / "charts" / fac)
+        svgs = {f[:-4] for f in files if f.endswith(".svg")}
+        assert svgs and svgs == {f[:-4] for f in files if f.endswith(".png")}
+        assert "charts.pdf" in files
+        assert pages(str(out / "vi" / "charts" / fac / "charts.pdf")) == len(svgs)
+    assert not [d for d in os.listdir(out) if d.startswith(".cpa-")]
