@@ -2092,6 +2092,42 @@ def _facility_label(r: dict, lang: str) -> str:
     return str(name) if name is not None and name == name and str(name).strip() else str(r.get("facility_id", ""))
 
 
+def _span_with_labels(vals, widths, ax_w: float, lo: float = 0.0, hi: float = 0.0, pad: float = 0.08):
+    """The value range [lo, hi] of a bar axis ``ax_w`` cm long that shows every bar of ``vals``
+    from zero and, beyond its end, its label ``widths`` [cm] wide (left of a negative bar)."""
+    lo = min([lo, 0.0] + list(vals))
+    hi = max([hi, 0.0] + list(vals))
+    if hi - lo <= 0:
+        hi = lo + 1.0
+    d_lo, d_hi = lo, hi
+    for _ in range(6):  # the scale depends on the range: a few rounds settle it
+        per_cm = (hi - lo) / ax_w
+        need_hi = max([d_hi] + [v + (pad + w) * per_cm for v, w in zip(vals, widths, strict=True) if v >= 0])
+        need_lo = min([d_lo] + [v - (pad + w) * per_cm for v, w in zip(vals, widths, strict=True) if v < 0])
+        if need_hi <= hi + 1e-9 and need_lo >= lo - 1e-9:
+            break
+        lo, hi = min(lo, need_lo), max(hi, need_hi)
+    if (d_hi - d_lo) < 0.3 * (hi - lo):  # labels too wide for the axis: the bars keep 30 % of it
+        grow = (d_hi - d_lo) / 0.3 - (d_hi - d_lo)
+        share = (hi - d_hi) / ((hi - d_hi) + (d_lo - lo))
+        lo, hi = d_lo - grow * (1 - share), d_hi + grow * share
+    return lo, hi
+
+
+def _axis_label(cv, text: str, xc: float, x_min: float, x_max: float, y0: float) -> None:
+    """An axis title under the tick labels of an axis at ``y0``, centred at ``xc`` and kept
+    within [x_min, x_max] [cm] (already wrapped)."""
+    w = max(text_width(line, SMALL) for line in text.split("\n")) * PT_CM
+    xc = min(max(xc, x_min + w / 2), x_max - w / 2)
+    cv.text(xc, y0 - TICK_LEN - 0.07 - line_height(TICK) * PT_CM - 0.05, text, ha="center", va="top",
+            fontsize=SMALL, color=MUTED)
+
+
+def _axis_label_lines(text: str, xc: float, x_min: float, x_max: float) -> str:
+    """``text`` wrapped to fit centred at ``xc`` within [x_min, x_max] (or shifted into it)."""
+    return wrap(text, max(2 * min(xc - x_min, x_max - xc), min(x_max - x_min, 4.0)) / PT_CM, SMALL, 2)
+
+
 def programme_change(table, lang: str = "en", band=(8, 13), width_cm: float = FULL_W):
     """% change in consumption per unit of product of each facility against the target band.
 
@@ -2101,12 +2137,12 @@ def programme_change(table, lang: str = "en", band=(8, 13), width_cm: float = FU
         One row per facility: ``facility_id``, ``facility_name`` (``facility_name_en``
         optional) and any of :data:`CHANGE_COLUMNS` (``energy_change_pct``,
         ``water_change_pct``, ...) [%] = 100 × (after − before) / before of the specific
-        consumption; negative is a reduction. NaN: not measured.
+        consumption; negative is a reduction. NaN: not measured ("—").
     band : (float, float)
         Target reduction band [%], e.g. (8, 13) for Dong Nai; shaded.
 
     The chart plots the *reduction* (−change) so that reaching the target is to the right.
-    Returns None when the table has no rows or no change column.
+    Drawn on the canvas (no Axes). Returns None when the table has no rows or no change column.
     """
     if _is_empty(table):
         return None
@@ -2114,75 +2150,136 @@ def programme_change(table, lang: str = "en", band=(8, 13), width_cm: float = FU
     cols += [c for c in table.columns if c.endswith("_change_pct") and c not in cols and table[c].notna().any()]
     if not cols:
         return None
+    from matplotlib.patches import Rectangle
+
     with style():
         rows = _records(table)
         width = width_cm
-        label_w = 5.0
+        compact = width < COMPACT_W
+        lh = line_height(SMALL) * PT_CM
+        label_w = min(5.0, max(2.6, 0.3 * width))
+        right = 0.35
         labels = [wrap(_facility_label(r, lang), (label_w - 0.3) / PT_CM, SMALL, 2) for r in rows]
         nb = len(cols)
         bar_h = 0.26
-        group_h = [max(nb * bar_h + 0.3, _lines(lb) * line_height(SMALL) * PT_CM + 0.2) for lb in labels]
-        head, legend_h, bottom = 1.35, 0.95, 1.0  # legend row, then the target band's label
-        height = head + legend_h + sum(group_h) + bottom
-        fig = _figure(width, height)
-        _title(fig, _t(lang, "prog_change_title"))
-        ax = _axes_cm(fig, label_w, bottom, 0.8, head + legend_h)
-        y = 0.0
-        centres = []
-        vals_all = [0.0, float(band[1])]
-        for r, gh in zip(rows, group_h, strict=True):
-            c0 = y + gh / 2
-            centres.append(c0)
-            for j, c in enumerate(cols):
-                v = r.get(c)
-                yy = c0 - (nb - 1) * bar_h / 2 + j * bar_h
-                if v is None or v != v:
-                    ax.text(0.2, yy, "—", va="center", fontsize=SMALL, color=LIGHT)
-                    continue
-                red = -float(v)
-                vals_all.append(red)
-                ax.barh(yy, red, height=bar_h * 0.85, color=CHANGE_COLOURS[j % len(CHANGE_COLOURS)],
-                        edgecolor="none", zorder=2)
-                ax.text(red + (0.3 if red >= 0 else -0.3), yy, _fmt(red, lang, 1), ha="left" if red >= 0 else "right",
-                        va="center", fontsize=SMALL, color=INK, zorder=4)
-            y += gh
-        lo, hi = min(vals_all), max(vals_all)
-        span = hi - lo or 1.0
-        ax.set_xlim(lo - 0.1 * span if lo < 0 else 0, hi + 0.14 * span)
-        ax.set_ylim(y, 0)
-        ax.axvspan(band[0], band[1], color="#e6f2ea", zorder=0, lw=0)
-        ax.axvline(0, color=LIGHT, lw=0.6, zorder=1)
-        ax.text((band[0] + band[1]) / 2, 1.0, _t(lang, "target", a=_fmt(band[0], lang, 0), b=_fmt(band[1], lang, 0)),
-                transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=SMALL, color=GOOD)
-        ax.set_yticks(centres)
-        ax.set_yticklabels(labels, fontsize=SMALL)
-        ax.tick_params(axis="y", length=0)
-        ax.spines["left"].set_visible(False)
-        ax.xaxis.set_major_formatter(number_formatter(lang))
-        ax.grid(axis="x", zorder=0)
-        ax.set_axisbelow(True)
-        ax.set_xlabel(_t(lang, "prog_change_axis"), fontsize=SMALL, color=MUTED)
-        x = label_w
+        group_h = [max(nb * bar_h + 0.3, _lines(lb) * lh + 0.2) for lb in labels]
+        title = _t(lang, "prog_change_title")
+        head = head_height(width, title)
+        fig = _figure(width, 1.0)
+        cv = _Canvas(fig)
+        items = []
         for j, c in enumerate(cols):
             key = CHANGE_COLUMNS.get(c, (None,))[0]
             t = _t(lang, key) if key else c.replace("_change_pct", "").replace("_", " ")
-            fig.patches.append(matplotlib.patches.Rectangle(
-                (x / width, (height - head - 0.35) / height), 0.3 / width, 0.22 / height,
-                transform=fig.transFigure, facecolor=CHANGE_COLOURS[j % len(CHANGE_COLOURS)], edgecolor="none"))
-            fig.text((x + 0.4) / width, (height - head - 0.24) / height, t, va="center", fontsize=SMALL)
-            x += 0.4 + text_width(t, SMALL) * PT_CM + 0.6
+            items.append((*_swatch(cv, CHANGE_COLOURS[j % len(CHANGE_COLOURS)]), t, INK))
+        x_leg = 0.15 if compact else label_w
+        legend_h = _legend_height(items, x_leg, width - 0.15) + 0.1
+        band_h = lh + 0.12  # the target band's label, above the plot area
+        x0, x1 = label_w, width - right
+        ax_w = x1 - x0
+        xlabel = _axis_label_lines(_t(lang, "prog_change_axis"), (x0 + x1) / 2, 0.1, width - 0.1)
+        bottom = 0.55 + _lines(xlabel) * lh
+        height = head + legend_h + band_h + sum(group_h) + bottom
+        fig.set_size_inches(width * CM, height * CM)
+        _title(fig, title)
+        _legend(cv, items, x_leg, width - 0.15, height - head - 0.2)
+        y0, y1 = bottom, height - head - legend_h - band_h
+
+        # the reductions (−change) and their labels; NaN: not measured
+        bars = []  # (y centre, reduction or None, colour)
+        yc = y1
+        centres = []
+        for r, gh in zip(rows, group_h, strict=True):
+            c0 = yc - gh / 2
+            centres.append(c0)
+            for j, c in enumerate(cols):
+                v = r.get(c)
+                yy = c0 + (nb - 1) * bar_h / 2 - j * bar_h
+                red = None if v is None or v != v else -float(v)
+                bars.append((yy, red, CHANGE_COLOURS[j % len(CHANGE_COLOURS)]))
+            yc -= gh
+        reds = [b[1] for b in bars if b[1] is not None]
+        texts = [_fmt(v, lang, 1).replace("-", "−") for v in reds]
+        lo, hi = _span_with_labels(reds, [text_width(t, SMALL) * PT_CM for t in texts], ax_w,
+                                   min(0.0, float(band[0])), float(band[1]))
+
+        def X(v):
+            return x0 + (v - lo) / (hi - lo) * ax_w
+
+        ticks = _tick_values(lo, hi, ax_w)
+        fmt = number_formatter(lang)
+        fmt.set_locs(ticks)
+        _x_axis(cv, X, ticks, [fmt(t).replace("-", "−") for t in ticks], x0, x1, y0, y1)
+        # the target band, shaded over the whole plot area and labelled above it
+        b0, b1 = max(X(float(band[0])), x0), min(X(float(band[1])), x1)
+        cv.add_patch(Rectangle((b0, y0), max(b1 - b0, 0.0), y1 - y0, facecolor="#e6f2ea", edgecolor="none",
+                               linewidth=0, zorder=0))
+        target = _t(lang, "target", a=_fmt(band[0], lang, 0), b=_fmt(band[1], lang, 0))
+        tw = text_width(target, SMALL) * PT_CM
+        xt = min(max((b0 + b1) / 2, x0 + tw / 2), width - 0.1 - tw / 2)
+        cv.text(xt, y1 + 0.06, target, ha="center", va="bottom", fontsize=SMALL, color=GOOD)
+        cv.plot([X(0.0), X(0.0)], [y0, y1], color=LIGHT, lw=0.6, zorder=1)
+        for c0, lab in zip(centres, labels, strict=True):
+            cv.text(x0 - 0.12, c0, lab, ha="right", va="center", fontsize=SMALL, color=MUTED)
+        it = iter(texts)
+        for yy, red, colour in bars:
+            if red is None:
+                cv.text(X(0.0) + 0.12, yy, "—", ha="left", va="center", fontsize=SMALL, color=LIGHT)
+                continue
+            cv.add_patch(Rectangle((min(X(red), X(0.0)), yy - bar_h * 0.85 / 2), abs(X(red) - X(0.0)),
+                                   bar_h * 0.85, facecolor=colour, edgecolor="none", linewidth=0, zorder=2))
+            t = next(it)
+            if red >= 0:
+                cv.text(X(red) + 0.08, yy, t, ha="left", va="center", fontsize=SMALL, color=INK, zorder=4)
+            else:
+                cv.text(X(red) - 0.08, yy, t, ha="right", va="center", fontsize=SMALL, color=INK, zorder=4)
+        _axis_label(cv, xlabel, (x0 + x1) / 2, 0.1, width - 0.1, y0)
         return fig
+
+
+def _bar_panel(cv, lang, names, vals, texts, colours, rows_h, x0, x1, y0, y1, axis_label, lab_x0, lab_x1,
+               per_cm=1.3):
+    """Rows of horizontal bars from zero on the canvas, from ``y1`` down (top row first), over
+    the value axis at ``y0``: names right-aligned left of ``x0``, each value label after its bar (left of a
+    negative one), the axis titled ``axis_label`` (kept within [lab_x0, lab_x1]) [cm]."""
+    from matplotlib.patches import Rectangle
+
+    ax_w = x1 - x0
+    lo, hi = _span_with_labels(vals, [max(text_width(s, SMALL) for s in t.split("\n")) * PT_CM for t in texts], ax_w)
+
+    def X(v):
+        return x0 + (v - lo) / (hi - lo) * ax_w
+
+    ticks = _tick_values(lo, hi, ax_w, per_cm)
+    fmt = number_formatter(lang)
+    fmt.set_locs(ticks)
+    _x_axis(cv, X, ticks, [fmt(t).replace("-", "−") for t in ticks], x0, x1, y0, y1)
+    if lo < 0:
+        cv.plot([X(0.0), X(0.0)], [y0, y1], color=LIGHT, lw=0.6, zorder=1)
+    y = y1
+    for v, h, nm, t, c in zip(vals, rows_h, names, texts, colours, strict=True):
+        yc = y - h / 2
+        cv.text(x0 - 0.12, yc, nm, ha="right", va="center", fontsize=SMALL, color=MUTED)
+        cv.add_patch(Rectangle((min(X(v), X(0.0)), yc - 0.2), abs(X(v) - X(0.0)), 0.4, facecolor=c,
+                               edgecolor="none", linewidth=0, zorder=2))
+        cv.text(X(v) + (0.08 if v >= 0 else -0.08), yc, t, ha="left" if v >= 0 else "right", va="center",
+                fontsize=SMALL, color=BAD if v < 0 else INK, multialignment="left" if v >= 0 else "right")
+        y -= h
+    _axis_label(cv, axis_label, (x0 + x1) / 2, lab_x0, lab_x1, y0)
 
 
 def programme_totals(table, lang: str = "en", width_cm: float = FULL_W):
     """Annual savings of a programme [million VND/yr]: by facility (sorted bars, investment as
-    a label) and, when the table has ``sector``, by sector.
+    a label) and, when the table has ``sector``, by sector (beside it; below it in the compact
+    layout).
 
     Parameters
     ----------
     table : pandas.DataFrame
         ``facility_id``, ``facility_name``, ``saving_vnd_per_yr`` [VND/yr]; optional
         ``investment_vnd`` [VND] and ``sector``.
+
+    Drawn on the canvas (no Axes). Returns None when no facility has a saving.
     """
     if _is_empty(table) or "saving_vnd_per_yr" not in table.columns:
         return None
@@ -2197,65 +2294,77 @@ def programme_totals(table, lang: str = "en", width_cm: float = FULL_W):
                 s = r.get("sector") or "—"
                 sectors[s] = sectors.get(s, 0.0) + float(r["saving_vnd_per_yr"])
         width = width_cm
-        label_w = 4.4
-        split = width * 11.0 / FULL_W if len(sectors) > 1 else width
+        compact = width < COMPACT_W
+        lh = line_height(SMALL) * PT_CM
+        label_w = min(4.4, max(2.6, 0.26 * width))
         labels = [wrap(_facility_label(r, lang), (label_w - 0.3) / PT_CM, SMALL, 2) for r in rows]
-        row_h = [max(0.55, _lines(lb) * line_height(SMALL) * PT_CM + 0.2) for lb in labels]
         tot_s = sum(float(r["saving_vnd_per_yr"]) for r in rows)
         tot_i = sum(float(r.get("investment_vnd") or 0.0) for r in rows
                     if r.get("investment_vnd") == r.get("investment_vnd"))
+        title = _t(lang, "prog_totals_title")
         sub = _t(lang, "prog_totals_sub", s=_fmt(tot_s / 1e6, lang, 0), i=_fmt(tot_i / 1e6, lang, 0))
-        head, bottom = 1.55, 0.95
-        height = head + 0.4 + max(sum(row_h), 0.6 * len(sectors)) + bottom
-        fig = _figure(width, height)
-        _title(fig, _t(lang, "prog_totals_title"), sub)
+        head = head_height(width, title, sub)
         sector_names = sorted(sectors, key=lambda s: -sectors[s])
         palette = ["#1f5f8b", "#4f8fbf", "#86b6d9", "#c27c2c", "#7d9a55", "#8c6d9e", "#a8756b", "#9c9c9c"]
         scol = {s: palette[i % len(palette)] for i, s in enumerate(sector_names)}
-        ax = _axes_cm(fig, label_w, bottom, width - split + 0.9, head + 0.4)
-        ys, y = [], 0.0
-        for h in row_h:
-            ys.append(y + h / 2)
-            y += h
         vals = [float(r["saving_vnd_per_yr"]) / 1e6 for r in rows]
-        ax.barh(ys, vals, height=0.4, color=[scol.get(r.get("sector") or "—", AFTER[0]) for r in rows],
-                edgecolor="none", zorder=2)
-        vmax = max([abs(v) for v in vals] + [1.0])
-        ax.set_xlim(min(0.0, min(vals) * 1.1), vmax * 1.35)
-        ax.set_ylim(y, 0)
-        ax.set_yticks(ys)
-        ax.set_yticklabels(labels, fontsize=SMALL)
-        ax.tick_params(axis="y", length=0)
-        ax.spines["left"].set_visible(False)
-        ax.xaxis.set_major_formatter(number_formatter(lang))
-        ax.grid(axis="x", zorder=0)
-        ax.set_axisbelow(True)
-        ax.set_xlabel(_t(lang, "by_facility"), fontsize=SMALL, color=MUTED)
-        for yy, v, r in zip(ys, vals, rows, strict=True):
-            t = _fmt(v, lang, 0)
+        texts = []
+        for v, r in zip(vals, rows, strict=True):
+            t = _fmt(v, lang, 0).replace("-", "−")
             inv = r.get("investment_vnd")
-            if inv is not None and inv == inv:
-                t += f"  ({_t(lang, 'investment')} {_fmt(float(inv) / 1e6, lang, 0)})"
-            ax.text(v + vmax * 0.015, yy, t, va="center", ha="left", fontsize=SMALL, color=INK)
-        if len(sectors) > 1:
-            ax2 = _axes_cm(fig, split + 1.9, bottom, 0.9, head + 0.4)
-            names = [_sector_label(s_, lang) for s_ in sector_names]
-            ys2 = [i * 0.6 + 0.3 for i in range(len(sector_names))]
+            if inv is not None and inv == inv:  # the investment after the saving (below it, compact)
+                t += ("\n" if compact else " ") + f"({_t(lang, 'investment')} {_fmt(float(inv) / 1e6, lang, 0)})"
+            texts.append(t)
+        row_h = [max(0.55, max(_lines(lb), _lines(t)) * lh + 0.2) for lb, t in zip(labels, texts, strict=True)]
+        colours = [scol.get(r.get("sector") or "—", AFTER[0]) for r in rows]
+        two = len(sectors) > 1
+        right = 0.3
+        if two:  # the panel by sector: at the right (below, compact)
             sv = [sectors[s] / 1e6 for s in sector_names]
-            ax2.barh(ys2, sv, height=0.4, color=[scol[s] for s in sector_names], edgecolor="none", zorder=2)
-            ax2.set_ylim(max(y, ys2[-1] + 0.3), 0)
-            ax2.set_yticks(ys2)
-            ax2.set_yticklabels([wrap(n, 1.7 / PT_CM, SMALL, 2) for n in names], fontsize=SMALL)
-            ax2.tick_params(axis="y", length=0)
-            ax2.spines["left"].set_visible(False)
-            ax2.xaxis.set_major_formatter(number_formatter(lang))
-            ax2.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(3))
-            ax2.set_xlim(0, max(sv) * 1.3)
-            ax2.grid(axis="x", zorder=0)
-            ax2.set_axisbelow(True)
-            ax2.set_xlabel(_t(lang, "by_sector"), fontsize=SMALL, color=MUTED)
-            for yy, v in zip(ys2, sv, strict=True):
-                ax2.text(v + max(sv) * 0.02, yy, _fmt(v, lang, 0), va="center", fontsize=SMALL)
+            sv_txt = [_fmt(v, lang, 0).replace("-", "−") for v in sv]
+            names = [_sector_label(s_, lang) for s_ in sector_names]
+            name_w = label_w if compact else min(max(text_width(n, SMALL) * PT_CM for n in names) + 0.25,
+                                                 max(1.8, 0.18 * width))
+            snames = [wrap(n, (name_w - 0.2) / PT_CM, SMALL, 2) for n in names]
+            srow_h = [max(0.55, _lines(n) * lh + 0.2) for n in snames]
+            if compact:
+                sx0, sx1, split = label_w, width - right, width
+            else:
+                sx1 = width - right
+                sx0 = sx1 - max(2.0, 0.16 * width)
+                split = sx0 - name_w - 0.5  # the facility panel ends here
+        else:
+            split = width
+        x0, x1 = label_w, split - (right if split == width else 0.0)
+        xlabel = _axis_label_lines(_t(lang, "by_facility"), (x0 + x1) / 2, 0.1, split - 0.1)
+        slabel = _axis_label_lines(_t(lang, "by_sector"), (sx0 + sx1) / 2, 0.1 if compact else split + 0.3,
+                                   width - 0.1) if two else ""
+        bottom = 0.55 + _lines(xlabel) * lh
+        sbottom = 0.55 + _lines(slabel) * lh
+        if not two:
+            plot_h, height = sum(row_h), head + 0.15 + sum(row_h) + bottom
+        elif compact:
+            height = head + 0.15 + sum(row_h) + bottom + 0.3 + sum(srow_h) + sbottom
+        else:
+            plot_h = max(sum(row_h), sum(srow_h))
+            bottom = max(bottom, sbottom)
+            height = head + 0.15 + plot_h + bottom
+        fig = _figure(width, height)
+        _title(fig, title, sub)
+        cv = _Canvas(fig)
+        if two and compact:
+            y0 = height - head - 0.15 - sum(row_h)
+            _bar_panel(cv, lang, labels, vals, texts, colours, row_h, x0, x1, y0, y0 + sum(row_h), xlabel,
+                       0.1, width - 0.1)
+            _bar_panel(cv, lang, snames, sv, sv_txt, [scol[s] for s in sector_names], srow_h, sx0, sx1,
+                       sbottom, sbottom + sum(srow_h), slabel, 0.1, width - 0.1)
+            return fig
+        # side by side, top-aligned over one plot height
+        y1 = bottom + plot_h
+        _bar_panel(cv, lang, labels, vals, texts, colours, row_h, x0, x1, bottom, y1, xlabel, 0.1, split - 0.1)
+        if two:
+            _bar_panel(cv, lang, snames, sv, sv_txt, [scol[s] for s in sector_names], srow_h, sx0, sx1, bottom, y1,
+                       slabel, split + 0.3, width - 0.1, per_cm=1.2)
         return fig
 
 

@@ -308,6 +308,31 @@ def test_programme_charts(tmp_path):
     assert "3,954" in totals  # total savings 3,954 million VND/yr (sum of the table)
 
 
+@pytest.mark.parametrize("width", [17.0, 8.2])
+def test_programme_charts_drawn_on_the_canvas(width):
+    """Both programme charts are drawn on the canvas (no Axes) and written to SVG directly, with
+    the table's values in the chart's language."""
+    table = programme_table()
+    for lang in ("vi", "en"):
+        change = charts.programme_change(table, lang, band=(8, 13), width_cm=width)
+        totals = charts.programme_totals(table, lang, width_cm=width)
+        for fig in (change, totals):
+            assert fig._cpa_pure() and not fig.axes
+        c_svg = charts._svg_bytes(change).decode("utf-8")
+        t_svg = charts._svg_bytes(totals).decode("utf-8")
+        assert abs(float(re.search(r'<svg[^>]*?width="([0-9.]+)pt"', c_svg).group(1)) - width / 2.54 * 72) < 0.5
+        # facility b: energy −12.0 % → a reduction of 12.0; facility c: water +2.5 % → −2.5
+        if lang == "vi":
+            assert ">12,0<" in c_svg and ">−2,5<" in c_svg and ">9,5<" in c_svg and "Mục tiêu 8–13 %" in c_svg
+            # facility a: 1.59e9 VND/yr, investment 6.6e8 VND; the total 3,954 million VND/yr
+            assert "1.590" in t_svg and "(đầu tư 660)" in t_svg and "3.954 triệu đồng/năm" in t_svg
+        else:
+            assert ">12.0<" in c_svg and ">−2.5<" in c_svg and ">9.5<" in c_svg and "Target band 8–13 %" in c_svg
+            assert "1,590" in t_svg and "(investment 660)" in t_svg and "3,954 million VND/yr" in t_svg
+        assert ">—<" in c_svg  # facility d's energy: not measured
+        assert "Cao su $" in c_svg and "Cao su $" in t_svg  # a dollar printed literally
+
+
 def test_programme_without_columns():
     assert charts.programme_change(pd.DataFrame({"facility_id": ["a"]}), "en") is None
     assert charts.programme_totals(pd.DataFrame(), "en") is None
