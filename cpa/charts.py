@@ -2433,7 +2433,7 @@ def png_rgb(pixels, dpi: int = 300) -> bytes:
     return (b"\x89PNG\r\n\x1a\n"
             + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
             + _png_chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1))
-            + _png_chunk(b"IDAT", _deflate()(raw.tobytes()))
+            + _png_chunk(b"IDAT", _deflate()(raw))  # the array itself, not a copy
             + _png_chunk(b"IEND", b""))
 
 
