@@ -35,7 +35,7 @@ from cpa.frames import memo, records
 from cpa.io import atomic_write
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
-TEMPLATE_FILES = ("style.typ", "facility.typ", "booklet.typ", "programme.typ")
+TEMPLATE_FILES = ("style.typ", "facility.typ", "body.typ", "booklet.typ", "programme.typ")
 
 #: Options without an ``effort`` are phase 1 (no/low cost) up to this net investment. [VND]
 LOW_COST_LIMIT_VND = 50e6
@@ -734,11 +734,26 @@ def _copy_charts(charts: dict | None, dest: str) -> None:
             shutil.copyfile(v["svg"], os.path.join(dest, f"{key}.svg"))
 
 
-def _compile(workdir: str, template: str, data: dict) -> bytes:
-    with open(os.path.join(workdir, "data.json"), "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False)
+def _compile(workdir: str, template: str, data: dict | None, **inputs) -> bytes:
+    """Typeset ``template`` in ``workdir`` with ``data`` (written to data.json; None: the
+    data.json already there) and any other ``sys.inputs`` (strings)."""
+    if data is not None:
+        with open(os.path.join(workdir, "data.json"), "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
     return typst_compiler().compile(input=os.path.join(workdir, template), root=workdir,
-                               sys_inputs={"data": "data.json"}, format="pdf")
+                                    sys_inputs={"data": "data.json", **inputs}, format="pdf")
+
+
+def _page_count(pdf: bytes) -> int | None:
+    try:
+        import pypdfium2
+    except ImportError:  # pragma: no cover - a dependency; without it, one pass
+        return None
+    doc = pypdfium2.PdfDocument(pdf)
+    try:
+        return len(doc)
+    finally:
+        doc.close()
 
 
 def build_facility_booklet(res, lang: str, out_pdf: str, charts: dict | None = None,
@@ -761,6 +776,11 @@ def build_facility_booklet(res, lang: str, out_pdf: str, charts: dict | None = N
         A folder to build in (a temporary one by default).
     data : dict, optional
         ``facility_data(res, lang, charts, settings)`` when the caller has it already.
+
+    The facility is laid out once, without header and footer (``body.typ``), and its pages
+    are placed under the booklet's header and footer; when ``data`` is given and ``workdir``
+    is kept, ``data["body"]`` then records that body (``{"pdf": path, "pages": n}``) for the
+    programme booklet, which places the same pages again instead of laying them out twice.
     """
     tmp = None
     if workdir is None:
@@ -770,7 +790,16 @@ def build_facility_booklet(res, lang: str, out_pdf: str, charts: dict | None = N
         _copy_charts(charts, os.path.join(workdir, "charts"))
         if data is None:
             data = facility_data(res, lang, charts, settings)
-        pdf = _compile(workdir, "booklet.typ", data)
+        body = _compile(workdir, "body.typ", data)
+        pages = _page_count(body)
+        if pages:
+            with open(os.path.join(workdir, "body.pdf"), "wb") as f:
+                f.write(body)
+            pdf = _compile(workdir, "booklet.typ", None, body="body.pdf", pages=str(pages))
+            if tmp is None:
+                data["body"] = {"pdf": os.path.join(workdir, "body.pdf"), "pages": pages}
+        else:  # pragma: no cover - without PDFium to count the pages
+            pdf = _compile(workdir, "booklet.typ", None)
         atomic_write(out_pdf, pdf, force=True)
     finally:
         if tmp:
@@ -832,10 +861,11 @@ def pd_sum(series) -> float:
 
 def programme_data(results_list, lang: str, table, summary: dict | None, settings: dict,
                    facility_charts: dict, programme_charts: dict | None, available: bool,
-                   facility_datas: dict | None = None) -> dict:
+                   facility_datas: dict | None = None, workdir: str | None = None) -> dict:
     """The programme booklet's data (strings); ``facility_charts`` maps facility id → charts;
     ``facility_datas`` (optional) facility id → ``facility_data(...)`` already computed for the
-    facility booklets (its charts then re-based to the chapter's folder)."""
+    facility booklets (its charts then re-based to the chapter's folder; the facility's laid-out
+    pages, ``body``, copied into ``workdir`` to be placed again)."""
     lang = "vi" if lang == "vi" else "en"
     L = labels(lang)
     fmt = Fmt(lang)
@@ -897,6 +927,14 @@ def programme_data(results_list, lang: str, table, summary: dict | None, setting
         if known is not None:
             d = dict(known, charts={k: dict(v, path=f"{folder}/{os.path.basename(v['path'])}")
                                     for k, v in known["charts"].items()})
+            body = known.get("body")
+            if body and workdir and os.path.exists(body["pdf"]):
+                rel = f"bodies/{_chart_folder(res.ws.id)}.pdf"
+                os.makedirs(os.path.join(workdir, "bodies"), exist_ok=True)
+                shutil.copyfile(body["pdf"], os.path.join(workdir, rel))
+                d["body"] = {"path": rel, "pages": int(body["pages"])}
+            else:
+                d.pop("body", None)
         else:
             d = facility_data(res, lang, facility_charts.get(res.ws.id), settings, chart_dir=folder)
         facilities.append(d)
@@ -946,7 +984,7 @@ def build_programme_booklet(results_list, lang: str, out_pdf: str, table=None, s
             _copy_charts(facility_charts.get(res.ws.id), os.path.join(workdir, "charts", _chart_folder(res.ws.id)))
         _copy_charts(programme_charts, os.path.join(workdir, "charts", "_programme"))
         data = programme_data(results_list, lang, table, summary, settings, facility_charts,
-                              programme_charts, available, facility_datas)
+                              programme_charts, available, facility_datas, workdir=workdir)
         pdf = _compile(workdir, "programme.typ", data)
         atomic_write(out_pdf, pdf, force=True)
     finally:
