@@ -2023,9 +2023,10 @@ def _flow_chart(res, lang, period, width=FULL_W):
     lanes_r = 0
     lanes_l = {}
     link_names = {}
-    for r in _records(res.ws.tables.get("links")):
-        if r.get("material"):
-            link_names.setdefault((r["from"], r["to"]), str(r["material"]))
+    for r in _records(res.ws.tables.get("links")):  # the label in the chart's language, else any
+        name = r.get(f"material_{lang}") or r.get("material") or r.get("material_vi") or r.get("material_en")
+        if name:
+            link_names.setdefault((r["from"], r["to"]), str(name))
     in_slots: dict = {}
     for (a, b) in sorted(w, key=lambda e: (e[0] in utils, mi.get(e[0], 99), mi.get(e[1], 99))):
         if a not in pos or b not in pos:

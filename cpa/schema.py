@@ -323,6 +323,8 @@ TABLES: tuple[Table, ...] = (
             _col("from", "ref", "from step", "từ công đoạn", ref="steps", required=True),
             _col("to", "ref", "to step", "đến công đoạn", ref="steps", required=True),
             _col("material", "text", "what passes", "vật liệu chuyển"),
+            _col("material_vi", "text", "what passes (Vietnamese)", "vật liệu chuyển (tiếng Việt)"),
+            _col("material_en", "text", "what passes (English)", "vật liệu chuyển (tiếng Anh)"),
             _NOTE,
         ),
         key=("from", "to"),

@@ -451,3 +451,14 @@ def test_pngs_made_after_the_svgs(tmp_path, monkeypatch):
                                make=make)
     assert sorted(made) == sorted(svgs)
     assert all(1900 <= png_size(p["png"])[0] <= 2100 for p in again.values())
+
+
+def test_flow_chart_link_labels_in_the_chart_language(tmp_path):
+    """A link's `material_vi` / `material_en` label the flow chart in its language (01-textile:
+    dye → rinse carries "vải đã nhuộm" / "dyed fabric"), at the booklet's half width."""
+    res = bundle(EXAMPLES[0])
+    vi = charts.save_figure(charts.flow_chart(res, "vi", width_cm=8.6), tmp_path / "vi", formats=("svg",))
+    en = charts.save_figure(charts.flow_chart(res, "en", width_cm=8.6), tmp_path / "en", formats=("svg",))
+    vi_text, en_text = svg_text(vi["svg"]), svg_text(en["svg"])
+    assert "vải đã nhuộm" in vi_text and "dyed fabric" not in vi_text
+    assert "dyed fabric" in en_text and "vải đã nhuộm" not in en_text
