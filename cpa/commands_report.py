@@ -218,12 +218,19 @@ def _facility_task(res, lang, ldir, name, settings, tmp):
 
     charts_mod = _charts_module()
     charts = None
+    workdir = _workdir(tmp)
     if charts_mod is not None:  # the SVGs and charts.pdf (what the booklets embed); the PNGs later
         charts = charts_mod.render_facility_charts(res, lang, os.path.join(ldir, "charts", name),
                                                    widths=CHART_WIDTHS, formats=("svg", "pdf"))
+        pdfs = {v["pdf"] for v in charts.values() if v.get("pdf")}
+        for pdf in pdfs:  # a working file, not an output: kept beside the booklet's work
+            os.replace(pdf, os.path.join(workdir, "charts.pdf"))
+        for v in charts.values():
+            if v.get("pdf"):
+                v["pdf"] = os.path.join(workdir, "charts.pdf")
     data = facility_data(res, lang, charts, settings)
     build_facility_booklet(res, lang, os.path.join(ldir, f"{name}.pdf"), charts, settings,
-                           workdir=_workdir(tmp), data=data)
+                           workdir=workdir, data=data)
     return charts, data
 
 

@@ -278,7 +278,7 @@ def test_report_in_a_fresh_process_forks_its_workers(tmp_path, examples_dir):
     """`cpa report` as the command line runs it (a fresh interpreter that has not run typst):
     its workers are forked, first to read and compute, then — after matplotlib and typst are
     imported — to draw and typeset. Two facilities, two workers: every booklet, every chart as
-    SVG and PNG (300 dpi), each facility's charts.pdf, and no temporary folder left."""
+    SVG and PNG, and nothing else (the charts' PDF is a working file), no temporary folder left."""
     import subprocess
     import sys
 
@@ -296,6 +296,5 @@ def test_report_in_a_fresh_process_forks_its_workers(tmp_path, examples_dir):
         files = os.listdir(out / "vi" / "charts" / fac)
         svgs = {f[:-4] for f in files if f.endswith(".svg")}
         assert svgs and svgs == {f[:-4] for f in files if f.endswith(".png")}
-        assert "charts.pdf" in files
-        assert pages(str(out / "vi" / "charts" / fac / "charts.pdf")) == len(svgs)
+        assert len(files) == 2 * len(svgs)
     assert not [d for d in os.listdir(out) if d.startswith(".cpa-")]
