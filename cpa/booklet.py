@@ -225,25 +225,33 @@ def _profile(ws, lang, L, fmt) -> list[list[str]]:
     sector = _choices("sector", lang).get(f.get("sector"), _text(f.get("sector")))
     products = _text(f.get(f"products_{lang}")) or _text(f.get("products_vi"))
     ref = _stream_names(ws, lang).get(f.get("reference_product"), _text(f.get("reference_product")))
+
+    def in_lang(field):  # `field` is the Vietnamese text, `field_en` the English one
+        return (_text(f.get(f"{field}_en")) if lang == "en" else "") or _text(f.get(field))
+
     rows = [
         ("p_sector", sector), ("p_location", _text(f.get("location"))),
         ("p_address", _text(f.get("address"))),
         ("p_established", _text(f.get("established"))),
         ("p_employees", fmt.num(f["employees"], 0) if _isnum(f.get("employees")) else ""),
-        ("p_capacity", _text(f.get("capacity"))), ("p_products", products),
-        ("p_reference", ref), ("p_focus", _text(f.get("audit_focus"))),
-        ("p_consultant", _text(f.get("consultant"))), ("p_contact", _text(f.get("contact"))),
+        ("p_capacity", in_lang("capacity")), ("p_products", products),
+        ("p_reference", ref), ("p_focus", in_lang("audit_focus")),
+        ("p_consultant", in_lang("consultant")), ("p_contact", _text(f.get("contact"))),
     ]
     return [[L[k], _wrap(v)] for k, v in rows if v]
 
 
-def _team(ws, L) -> list[list[str]]:
+def _team(ws, L, lang: str = "vi") -> list[list[str]]:
     rows = []
     for r in _records(ws.tables["team"]):
         name = _text(r.get("name"))
+
+        def in_lang(field, r=r):  # `field` is the Vietnamese text, `field_en` the English one
+            return (_text(r.get(f"{field}_en")) if lang == "en" else "") or _text(r.get(field))
+
         rows.append({"name": _wrap(name), "leader": bool(r.get("leader")),
-                     "role": _wrap(r.get("role")), "department": _wrap(r.get("department")),
-                     "responsibility": _wrap(r.get("responsibility"))})
+                     "role": _wrap(in_lang("role")), "department": _wrap(in_lang("department")),
+                     "responsibility": _wrap(in_lang("responsibility"))})
     rows.sort(key=lambda r: not r["leader"])
     return rows
 
@@ -624,7 +632,7 @@ def _facility_data(res, lang, charts, settings, chart_dir) -> dict:
         "problem": _wrap(problem) or L["no_problem"],
         "energy_line": (f"{L['ind_toe_vn']}: {fmt.num(toe_year)} TOE{L['per_year']}"
                         + (f" — {L['key_energy_user']}" if key_user else "")) if toe_year is not None else "",
-        "team": _team(ws, L),
+        "team": _team(ws, L, lang),
         "flow_steps": _flow_steps(ws, lang),
         "balances": _balances(res, lang, L, fmt),
         "indicators": _indicators(res, lang, L, fmt, streams),

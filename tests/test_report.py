@@ -156,6 +156,22 @@ def test_booklet_english(tmp_path):
                    "ECONOMIC BENEFITS", "ENVIRONMENTAL BENEFITS", "ILLUSTRATIVE", "1,350,000 kWh"):
         assert phrase in text, phrase
     assert 2 <= pages(pdf) <= 4
+    # the profile and the team in English (capacity_en, audit_focus_en, consultant_en, role_en,
+    # department_en, responsibility_en), not the Vietnamese texts
+    for phrase in ("3.2 t fabric per day", "Pretreatment, dyeing and rinsing", "Technical deputy director",
+                   "Head of the colour laboratory", "Wastewater, solid waste, treatment costs"):
+        assert phrase in text, phrase
+    for phrase in ("vải/ngày", "Phó giám đốc kỹ thuật", "Trưởng phòng thí nghiệm màu"):
+        assert phrase not in text, phrase
+
+
+def test_booklet_vietnamese_profile_and_team_in_vietnamese(textile_vi):
+    _res, pdf = textile_vi
+    text = flat(pdf_text(pdf))
+    for phrase in ("3,2 t vải/ngày", "Phó giám đốc kỹ thuật", "Ví dụ minh họa cho chương trình SXSH Đồng Nai"):
+        assert phrase in text, phrase
+    for phrase in ("fabric per day", "Technical deputy director", "Illustrative worked example"):
+        assert phrase not in text, phrase
 
 
 def test_facility_without_monitoring_says_results_expected(tmp_path):
