@@ -125,6 +125,13 @@ def _short(s, n: int = 70) -> str:
     return s if len(s) <= n else s[: n - 1].rstrip() + "…"
 
 
+def _unsigned_zero(text: str) -> str:
+    """``-0.0`` (a small negative number rounded to zero) printed as ``0.0``."""
+    if text.startswith("-") and not any(c in "123456789" for c in text):
+        return text[1:]
+    return text
+
+
 class Fmt:
     """Number formatting for one language (thin layer over :mod:`cpa.numbers`)."""
 
@@ -141,7 +148,7 @@ class Fmt:
         if decimals is None:
             a = abs(x)
             decimals = 0 if a >= 100 or a == 0 else 1 if a >= 10 else 2 if a >= 1 else 3
-        return format_number(x, self.lang, decimals)
+        return _unsigned_zero(format_number(x, self.lang, decimals))
 
     def sig(self, x, digits: int = 4) -> str:
         """A factor: ``digits`` significant digits, trailing zeros dropped."""
@@ -164,7 +171,7 @@ class Fmt:
 
         if not _isnum(fraction):
             return "—"
-        s = format_percent(float(fraction), self.lang, decimals)
+        s = _unsigned_zero(format_percent(float(fraction), self.lang, decimals))
         if sign and fraction > 0:
             s = "+" + s
         return s.replace("-", "−")

@@ -314,3 +314,13 @@ def test_report_in_a_fresh_process_forks_its_workers(tmp_path, examples_dir):
         assert svgs and svgs == {f[:-4] for f in files if f.endswith(".png")}
         assert len(files) == 2 * len(svgs)
     assert not [d for d in os.listdir(out) if d.startswith(".cpa-")]
+
+
+def test_no_negative_zero_in_booklets():
+    """A gap of −0.004 % rounds to zero: the booklet prints 0,0 %, not −0,0 %."""
+    from cpa.booklet import Fmt
+
+    assert Fmt("vi").pct(-0.00004) == "0,0 %"
+    assert Fmt("en").pct(-0.00004) == "0.0%"
+    assert Fmt("en").num(-0.0004, 1) == "0.0"
+    assert Fmt("vi").pct(-0.004) == "−0,4 %"  # a real decrease keeps its sign
