@@ -441,8 +441,78 @@ class _Chunk:
     @staticmethod
     def _cells(blocks, counts, width):
         """The rows of one table across facilities as (codes, distinct cells): ``codes[r, j]``
-        is the cell ``j`` of row ``r`` as an index into the distinct raw cells (one hash pass
-        over the whole table); None if some row does not have ``width`` cells."""
+        is the cell ``j`` of row ``r`` as an index into the distinct raw cells; None if some row
+        does not have ``width`` cells.
+
+        The cells are found on the UTF-8 bytes of the joined rows (the positions of "|") and
+        numbered by their bytes: a cell of at most 16 bytes *is* its key (two 64-bit words and
+        its length), so equal keys are equal cells, exactly; only the distinct cells become
+        Python strings. Tables with many longer cells are split as strings (:meth:`_cells_str`).
+        """
+        import pandas as pd
+
+        nrows = sum(counts)
+        step = width + 1
+        if not nrows:
+            return np.zeros((0, step), dtype=np.int64), np.array([""], dtype=object)
+        if nrows > DEDUP_ROWS:
+            # tables whose rows repeat across facilities (streams, prices, steps...): the
+            # distinct rows are split as strings
+            sample = "\n".join(b for b in blocks[:100] if b).split("\n", 1000)[:1000]
+            if len(set(sample)) < 0.5 * len(sample):
+                return _Chunk._cells_str(blocks, counts, width)
+        big = ("\n".join(b for b in blocks if b) + "\n").encode("utf-8")
+        nb = len(big)
+        buf = np.frombuffer(big + bytes(16), dtype=np.uint8)
+        pipes = np.flatnonzero(buf[:nb] == 124)   # "|"
+        ncell = len(pipes) + 1
+        # as "(big).split('|')": the same number of cells, the first one empty
+        if ncell != 1 + nrows * step or pipes[0] != 0:
+            return None
+        starts = np.empty(ncell, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = pipes + 1
+        ends = np.empty(ncell, dtype=np.int64)
+        ends[:-1] = pipes
+        ends[-1] = nb
+        lens = ends - starts
+        # the cell after the last "|" of every row is exactly "\n"
+        last = np.arange(width + 1, ncell, step)
+        if not ((lens[last] == 1).all() and (buf[starts[last]] == 10).all()):
+            return None
+        long_ = lens > 15
+        if long_.sum() * 8 > ncell:   # many long cells: as strings
+            return _Chunk._cells_str(blocks, counts, width)
+        # 8 bytes at every offset (unaligned little-endian words), masked to the cell's length;
+        # the length in the top byte of the last word
+        words = np.ndarray(shape=(nb + 9,), dtype="<u8", buffer=buf, offset=0, strides=(1,))
+        masks = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
+        tagged = lens.astype(np.uint64) << np.uint64(56)
+        short = lens <= 7
+        key = words[starts] & masks[np.minimum(lens, 8)]   # ≤ 7 bytes: the key is the cell
+        key[short] |= tagged[short]
+        mid = np.flatnonzero(~short & ~long_)   # 8–15 bytes: the pair (first word, rest + length)
+        if len(mid):
+            ca, ua = pd.factorize(key[mid])
+            cb, _ = pd.factorize((words[starts[mid] + 8] & masks[lens[mid] - 8]) | tagged[mid])
+            key[mid] = (ca.astype(np.uint64) * np.uint64(len(ua)) + cb.astype(np.uint64)) | np.uint64(1 << 62)
+        if long_.any():   # longer: as bytes
+            li = np.flatnonzero(long_)
+            texts = [big[s:e] for s, e in zip(starts[li].tolist(), ends[li].tolist(), strict=True)]
+            lc, _ = pd.factorize(np.array(texts, dtype=object))
+            key[li] = lc.astype(np.uint64) | np.uint64(1 << 63)
+        codes, _ = pd.factorize(key)
+        # codes are numbered in order of appearance: the first cell of each is a new maximum
+        top = np.maximum.accumulate(codes)
+        first = np.flatnonzero(np.r_[True, top[1:] > top[:-1]])
+        uniq = np.array([big[s:e].decode("utf-8") for s, e in
+                         zip(starts[first].tolist(), ends[first].tolist(), strict=True)], dtype=object)
+        return codes[1:].reshape(nrows, step), uniq
+
+    @staticmethod
+    def _cells_str(blocks, counts, width):
+        """:meth:`_cells` by splitting the text into Python strings (one hash pass over the
+        whole table): for the tables with long cells."""
         import pandas as pd
 
         nrows = sum(counts)

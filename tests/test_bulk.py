@@ -304,3 +304,42 @@ def test_chunks_cover_the_paths_in_order(n, w):
     chunks = bulk._chunks(list(range(n)), w)
     assert [x for c in chunks for x in c] == list(range(n))
     assert all(len(c) <= bulk.CHUNK for c in chunks)
+
+
+def _cells_as_text(res):
+    codes, uniq = res
+    return [[uniq[c] for c in row] for row in codes.tolist()]
+
+
+@pytest.mark.parametrize("many_long", [False, True])
+def test_cells_by_bytes_as_by_strings(many_long):
+    # cells are numbered by their UTF-8 bytes (≤ 7, 8–15 bytes, longer): the same cells as
+    # splitting the text into strings, equal cells with one code, different cells apart
+    import random
+
+    rng = random.Random(3)
+    pieces = ["", " ", "a", " a ", "a\x00", "1234567", "12345678", "123456789012345", "1234567890123456",
+              " 12345678 ", "Giải pháp", " Giải pháp tiết kiệm ", "tiết", "x" * 40, "x" * 41, "7", "07",
+              "\u00e9", "e\u0301", "1.5", "1,5"]
+    if not many_long:
+        pieces = [p for p in pieces if len(p.encode()) <= 15] + ["a long cell of many bytes"]
+    width = 4
+    blocks, counts = [], []
+    for _ in range(60):
+        k = rng.randint(0, 4)
+        rows = ["|" + "|".join(rng.choice(pieces) for _ in range(width)) + "|" for _ in range(k)]
+        blocks.append("\n".join(rows))
+        counts.append(k)
+    fast = bulk._Chunk._cells(blocks, counts, width)
+    slow = bulk._Chunk._cells_str(blocks, counts, width)
+    assert _cells_as_text(fast) == _cells_as_text(slow)
+    codes, uniq = fast
+    assert len(set(uniq.tolist())) == len(uniq)          # one code per distinct cell
+    assert sorted(uniq.tolist()) == sorted(slow[1].tolist())
+
+
+@pytest.mark.parametrize("rows", ["|a|b|\n|c|d", "|a|b|\n|c|d|e|", "a|b|\n|c|d|", "|a|b\n|c|d|"])
+def test_cells_of_the_wrong_shape(rows):
+    counts = [rows.count("\n") + 1]
+    assert bulk._Chunk._cells([rows], counts, 2) is None
+    assert bulk._Chunk._cells_str([rows], counts, 2) is None
