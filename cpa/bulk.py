@@ -1102,9 +1102,10 @@ class _Rollup:
         fac = np.asarray(fac, dtype=np.int64)
         streams = np.asarray(streams, dtype=object)
         own = self.overridden(fac, streams, kinds, fuels)
-        named = own | np.isin(streams, list(dk))
+        sc, su = pd.factorize(streams)   # the streams once (np.isin on strings sorts them)
+        named = own | np.array([s in dk for s in su.tolist()] + [False], dtype=bool)[sc]
         key = np.zeros(len(fac), dtype=np.int64)
-        for part in (np.where(own, fac, -1), np.where(named, streams, ""), kinds, fuels, units, years):
+        for part in (np.where(own, fac, -1), np.where(named, sc, -2), kinds, fuels, units, years):
             c, u = pd.factorize(np.asarray(part, dtype=object) if not isinstance(part, np.ndarray)
                                 or part.dtype == object else part, use_na_sentinel=True)
             key = key * (len(u) + 1) + (c + 1)
@@ -1363,6 +1364,7 @@ class _Rollup:
                                zip((qsum[isb] * annual[gpr[isb]]).tolist(), gunit[isb].tolist(), strict=True),
                                strict=True))
         self._bgroups = _Lookup(gfac[isb], gst[isb], isb)
+        self._gq = qsum * annual[gpr]   # per group: its sum as a year (used for the baseline ones)
         firsts = np.unique(pd.factorize(fac.astype(np.int64) * m + sg)[0], return_index=True)[1]
         self._first_unit = dict(zip(zip(fac[firsts].tolist(), st[firsts].tolist(), strict=True),
                                     units[firsts].tolist(), strict=True))
@@ -1577,10 +1579,15 @@ class _Rollup:
         val = np.asarray(e["value"], dtype=float)
         units = e["unit"].tolist()
         fl = efac.tolist()
-        abase = self._abase
-        hits = [abase.get(k) for k in zip(fl, streams, strict=True)]
-        q0 = np.array([h[0] if h is not None else 0.0 for h in hits], dtype=float)
-        su = [h[1] if h is not None else None for h in hits]
+        # the annual baseline of each effect's stream and its unit (0 and None if none)
+        q0 = np.zeros(ne)
+        sua = np.full(ne, None, dtype=object)
+        if self._bgroups is not None:
+            gi = self._bgroups.get(efac, e["stream"], -1).astype(np.int64)
+            hit = gi >= 0
+            q0[hit] = self._gq[gi[hit]]
+            sua[hit] = self._parts[5][gi[hit]]
+        su = sua.tolist()
         is_money = eff == "money"
         # money: VND, else VND/yr
         money = np.full(ne, np.nan)
@@ -1793,7 +1800,6 @@ class _Rollup:
         m = len(uniq) + 1
         r_code, e_code = codes[: len(r_stream)], codes[len(r_stream):]
         mo = int(e_opos.max()) + 2 if ne else 1
-        abase = self._abase
         q_out = np.full(len(r_eff), np.nan)
         r_pos = pos[r_eff]
         r_slot = rows["slot"]
@@ -1818,10 +1824,9 @@ class _Rollup:
             st_of[r_slotk] = r_stream
             fac_of[e_slotk] = efac
             st_of[e_slotk] = src_stream
-            for j, (f, s) in enumerate(zip(fac_of.tolist(), st_of.tolist(), strict=True)):
-                h = abase.get((f, s))
-                if h is not None:
-                    base[j] = h[0]
+            if self._bgroups is not None:   # the annual baseline of the slot's stream (else 0)
+                gi = self._bgroups.get(fac_of, st_of, -1).astype(np.int64)
+                base[gi >= 0] = self._gq[gi[gi >= 0]]
             left = base.copy()
             idx = np.nonzero(r_use)[0]
             steps = np.lexsort((r_slot[idx], r_pos[idx]))
