@@ -36,6 +36,7 @@ Use :func:`programme_from_paths` for ``cpa programme``; :func:`load_many` and
 from __future__ import annotations
 
 import math
+import operator
 import os
 import re
 import unicodedata
@@ -82,8 +83,9 @@ class Bulk:
     (exactly those of :func:`cpa.worksheet.read`); ``stats`` counts the worksheets handled by
     the fast path (``fast``) and by the exact path (``exact``). The settings-independent figures
     of each valid facility are computed while loading (in the worker processes) and kept in
-    ``rows``, one entry per path: ``("row", id, row dict)`` (the facility's programme row, its
-    ``*_target`` columns still to be set from the settings), ``("invalid", problems)`` or
+    ``rows``, one entry per path: ``("row", id, (columns, values))`` (the facility's programme
+    row as a tuple of its columns, shared by the rows with the same columns, and a tuple of its
+    values; its ``*_target`` columns still to be set from the settings), ``("invalid", problems)`` or
     ``("error", id, exception)`` (the error its exact roll-up stops with).
     """
 
@@ -1933,7 +1935,7 @@ def _resource(row, key, unit, b_val, l_val):
 
 def _run_chunk(paths: list) -> tuple:
     """Load and roll up one chunk: (entries, stats); an entry per path is
-    ("row", id, row) | ("error", id, exception) | ("invalid", problems)."""
+    ("row", id, (columns, values)) | ("error", id, exception) | ("invalid", problems)."""
     from cpa.programme import Settings, facility_row
     from cpa.worksheet import read
 
@@ -1961,10 +1963,16 @@ def _run_chunk(paths: list) -> tuple:
         stats["fast_error"] = repr(exc)
         rows = {}
     entries = []
+    keysets: dict = {}   # one tuple object per distinct set of columns (pickled once)
+
+    def packed(row: dict) -> tuple:
+        keys = tuple(row)
+        return keysets.setdefault(keys, keys), tuple(row.values())
+
     for i, p in enumerate(ch.paths):
         row = rows.get(i)
         if row is not None:
-            entries.append(("row", row["facility_id"], row))
+            entries.append(("row", row["facility_id"], packed(row)))
             stats["fast"] += 1
             continue
         stats["exact"] += 1
@@ -1973,7 +1981,7 @@ def _run_chunk(paths: list) -> tuple:
             entries.append(("invalid", ws.problems))
             continue
         try:
-            entries.append(("row", ws.id, facility_row(ws, Settings())))
+            entries.append(("row", ws.id, packed(facility_row(ws, Settings()))))
         except Exception as exc:  # noqa: BLE001 - raised in order by programme_table_bulk
             entries.append(("error", ws.id, exc))
     return entries, stats
@@ -2088,21 +2096,37 @@ def programme_table_bulk(bulk: Bulk, settings=None):
             raise CPAError(f"two facilities have the id {fid!r}: {seen[fid]} and {p}; "
                            "give each facility its own id in its facility table")
         seen[fid] = p
-    rows = []
-    targets: dict = {}   # the target columns of each distinct set of columns
+    # rows come as (columns, values); the frame is built from tuples over the union of the
+    # columns in order of first appearance, NaN where a row has no such column: exactly what
+    # pd.DataFrame(list of dicts) builds (the same object matrix, the same conversion)
+    packed = []
     for e in bulk.rows:
         if e[0] == "error":
             raise e[2]
         if e[0] == "row":
-            row = e[2]
-            keys = tuple(row)
-            tk = targets.get(keys)
-            if tk is None:
-                tk = targets[keys] = [(k, k[: -len("_target")] + "_change_pct") for k in keys if k.endswith("_target")]
-            for k, pct in tk:
-                row[k] = _target(row[pct], settings)
-            rows.append(row)
-    return pd.DataFrame(rows)
+            packed.append(e[2])
+    if not packed:
+        return pd.DataFrame([])
+    columns: dict = {}
+    for keys in dict.fromkeys(k for k, _ in packed):   # distinct sets of columns, in order
+        for k in keys:
+            columns.setdefault(k, len(columns))
+    plan: dict = {}   # per set of columns: its target columns and how to take the union's order
+    rows = []
+    for keys, values in packed:
+        p = plan.get(keys)
+        if p is None:
+            pos = {k: i for i, k in enumerate(keys)}
+            tk = [(i, pos[k[: -len("_target")] + "_change_pct"]) for i, k in enumerate(keys) if k.endswith("_target")]
+            take = [pos.get(c, len(keys)) for c in columns]   # len(keys): the NaN appended
+            p = plan[keys] = (tk, operator.itemgetter(*take) if len(take) > 1 else (lambda v, t=take[0]: (v[t],)))
+        tk, take = p
+        vals = list(values)
+        for i, pct in tk:
+            vals[i] = _target(vals[pct], settings)
+        vals.append(math.nan)
+        rows.append(take(vals))
+    return pd.DataFrame(rows, columns=list(columns))
 
 
 def programme_from_paths(paths, settings=None, allow_invalid: bool = False):
