@@ -343,3 +343,29 @@ def test_cells_of_the_wrong_shape(rows):
     counts = [rows.count("\n") + 1]
     assert bulk._Chunk._cells([rows], counts, 2) is None
     assert bulk._Chunk._cells_str([rows], counts, 2) is None
+
+
+def test_table_from_packed_rows_as_from_dicts():
+    # rows with different sets of columns (materials, options): the table built from the packed
+    # rows is the one pd.DataFrame builds from the row dicts (columns in order of appearance,
+    # NaN where a row has no such column, the same dtypes)
+    nan = float("nan")
+    dicts = [{"facility_id": "a", "x_change_pct": 10.0, "x_target": None, "flag": True, "n": 1},
+             {"facility_id": "b", "material_s_unit": "t/t", "x_change_pct": nan, "x_target": None, "n": 2},
+             {"facility_id": "c", "x_change_pct": -7.0, "x_target": None, "flag": False, "n": 3,
+              "latest": None, "material_r_unit": "t/t"},
+             {"facility_id": "d", "x_change_pct": -7.0, "x_target": None, "flag": False, "n": 3,
+              "latest": None, "material_r_unit": "t/t"}]
+    settings = Settings(target_low_pct=5, target_high_pct=8)
+    b = bulk.Bulk(paths=["p1", "p2", "p3", "p4", "p5"], invalid={"p5": []}, stats={},
+                  rows=[("row", d["facility_id"], (tuple(d), tuple(d.values()))) for d in dicts] + [("invalid", [])])
+    from cpa.programme import _target
+
+    expected = []
+    for d in dicts:
+        d = dict(d)
+        d["x_target"] = _target(d["x_change_pct"], settings)
+        expected.append(d)
+    pd.testing.assert_frame_equal(bulk.programme_table_bulk(b, settings), pd.DataFrame(expected))
+    empty = bulk.Bulk(paths=["p"], invalid={"p": []}, stats={}, rows=[("invalid", [])])
+    pd.testing.assert_frame_equal(bulk.programme_table_bulk(empty), pd.DataFrame([]))
