@@ -679,7 +679,7 @@ class _Chunk:
         self.mark(s["fac"], (s["kind"] == "fuel") & ~_notnone(s["fuel"]))
         kind_of = _Lookup(s["fac"], s["id"], s["kind"], s["id#"])
         rk = kind_of.get(allfac, ref, gkeys=self.fac["reference_product#"])
-        self.mark(allfac, _notnone(rk) & ~np.isin(rk.astype(str), ["product", "by_product"]))
+        self.mark(allfac, _notnone(rk) & ~_oneof(rk, ("product", "by_product")))
         # units by stream kind
         dims: dict = {}
 
@@ -845,6 +845,19 @@ def _join_keys(*parts) -> np.ndarray:
             p = np.where(_notnone(p), p, "\x01")
         out = p if out is None else out + "\x00" + p
     return np.asarray(out, dtype=object)
+
+
+def _oneof(arr, values) -> np.ndarray:
+    """Element-wise ``x in values`` for an array of strings (None and NaN: False), once per
+    distinct element (np.isin sorts strings)."""
+    import pandas as pd
+
+    arr = np.asarray(arr, dtype=object)
+    if not len(arr):
+        return np.zeros(0, dtype=bool)
+    codes, uniq = pd.factorize(arr)
+    values = set(values)
+    return np.array([isinstance(u, str) and u in values for u in uniq.tolist()] + [False], dtype=bool)[codes]
 
 
 def _notnone(arr) -> np.ndarray:
@@ -1152,7 +1165,7 @@ class _Rollup:
                 total = np.where(cnt > 0, total, np.nan)
             return total
 
-        carriers = entering & np.isin(kinds.astype(str), ["fuel", "electricity", "steam"])
+        carriers = entering & _oneof(kinds, ("fuel", "electricity", "steam"))
         n_car = np.bincount(prow[carriers], minlength=nper)
         energy = np.where(n_car > 0, psum(carriers, L["energy_gj"], True), 0.0)
         elec = entering & (kinds == "electricity")
@@ -1180,7 +1193,7 @@ class _Rollup:
             sp_energy, sp_kwh, sp_water = spec(energy), spec(kwh), spec(water)
         # main materials
         s = self.T["streams"]
-        main = (s["main_material"] == True) & ~np.isin(s["kind"].astype(str), ["water", "wastewater"])  # noqa: E712
+        main = (s["main_material"] == True) & ~_oneof(s["kind"], ("water", "wastewater"))  # noqa: E712
         is_main = _gmember(fac_f, f["stream#"], s["fac"][main], s["id#"][main], len(ch.ids) + 1) & entering
         mats: dict = {}
         if is_main.any():
@@ -1335,7 +1348,7 @@ class _Rollup:
         if self._abase is not None:
             return
         f = self.T["flows"]
-        out_kind = np.isin(self.f_kind.astype(str), list(OUT_KINDS))
+        out_kind = _oneof(self.f_kind, OUT_KINDS)
         crosses = np.where(out_kind, ~_notnone(f["to"]), ~_notnone(f["from"]))
         idx = np.nonzero(crosses)[0]
         self._abase, self._first_unit = {}, {}
@@ -1471,9 +1484,9 @@ class _Rollup:
         _, first, inv = np.unique(key, return_index=True, return_inverse=True)
         tf, ts, tu = fac[first], streams[first], units[first]
         nt = len(tf)
-        kinds = self.kind_of.get(tf, ts).astype(str)
-        is_in = np.isin(kinds, list(INPUT_KINDS))
-        needs = is_in | np.isin(kinds, ["wastewater", "solid_waste", "hazardous_waste", "by_product"])
+        kinds = self.kind_of.get(tf, ts)
+        is_in = _oneof(kinds, INPUT_KINDS)
+        needs = is_in | _oneof(kinds, ("wastewater", "solid_waste", "hazardous_waste", "by_product"))
         pt = self.price_table()
         # the parts of each triple: its stream's baseline group, or one part of 1 in its own unit
         order, starts, x, tou, qsum, gunit = self._parts if self._parts is not None else (None,) * 6
@@ -1607,7 +1620,7 @@ class _Rollup:
         q = np.full(ne, np.nan)
         # shares
         share = np.full(ne, np.nan)
-        wants_share = np.isin(eff, ["reduce_share", "substitute", "recover"])
+        wants_share = _oneof(eff, ("reduce_share", "substitute", "recover"))
         if wants_share.any():
             si = np.nonzero(wants_share)[0]
             ks = np.array([self.share_factor(units[i]) for i in si.tolist()], dtype=float)
@@ -1638,7 +1651,7 @@ class _Rollup:
         r_q = q
         r_unit = ["VND" if m else u for u, m in zip(su, is_money.tolist(), strict=True)]
         extra_eff, extra_stream, extra_q, extra_unit = [], [], [], []
-        other = np.nonzero(np.isin(eff, ["substitute", "recover"]))[0]
+        other = np.nonzero(_oneof(eff, ("substitute", "recover")))[0]
         to = e["to_stream"]
         for i in other.tolist():
             fc = fl[i]
@@ -1659,7 +1672,7 @@ class _Rollup:
                 extra_stream.append(st)
                 extra_q.append(qq)
                 extra_unit.append(u)
-        known = np.isin(eff, ["money", "reduce_share", "reduce_amount", "reduce_per_unit", "substitute", "recover"])
+        known = _oneof(eff, ("money", "reduce_share", "reduce_amount", "reduce_per_unit", "substitute", "recover"))
         fail[efac[~known]] = True
         return {
             "eff": np.array(r_eff + extra_eff, dtype=np.int64),
@@ -1886,7 +1899,6 @@ class _Rollup:
         col = {k: np.where(np.isnan(lay[:, i]), 0.0, q * lay[:, i]) for i, k in enumerate(_LAYERS)}
         cost = self.unit_costs(pf, pst, pun)
         money = q * cost
-        kinds_s = kinds.astype(str)
 
         def total(v, mask=None):
             if mask is None:
@@ -1898,11 +1910,11 @@ class _Rollup:
         mv = rows["money"][mi]
         saving = saving + np.bincount(fac[mi], weights=np.where(np.isnan(mv), 0.0, mv), minlength=n)
         return {"_saving": saving,
-                "saving_gj_per_yr": total(col["energy_gj"], np.isin(kinds_s, list(energy_kinds))),
+                "saving_gj_per_yr": total(col["energy_gj"], _oneof(kinds, energy_kinds)),
                 "toe_vn_per_yr": total(col["toe_vn"]),
                 "co2e_t_per_yr": total(col["co2_fossil_t"] + col["co2e_other_t"]),
-                "water_m3_per_yr": total(col["water_m3"], kinds_s == "water"),
-                "waste_t_per_yr": total(col["mass_t"], np.isin(kinds_s, list(waste_kinds)))}
+                "water_m3_per_yr": total(col["water_m3"], _oneof(kinds, ("water",))),
+                "waste_t_per_yr": total(col["mass_t"], _oneof(kinds, waste_kinds))}
 
 
 def _python_sum_inv(o) -> np.ndarray:
