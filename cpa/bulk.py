@@ -1004,12 +1004,10 @@ class _Rollup:
         self.good = ~ch.bad
         self.res = _Resolver()
         self.cf_cache = _cache("units")
-        self._conv_memo: dict = {}
         self.has_options: set = set()
-        self._abase = None
+        self._ctx = False
         self._parts = self._bgroups = None
         self._mid: dict = {}
-        self._sunit: dict = {}
 
     def cf(self, a, b):
         key = (a, b)
@@ -1345,13 +1343,14 @@ class _Rollup:
 
         from cpa.options import OUT_KINDS
 
-        if self._abase is not None:
+        if self._ctx:
             return
+        self._ctx = True
         f = self.T["flows"]
         out_kind = _oneof(self.f_kind, OUT_KINDS)
         crosses = np.where(out_kind, ~_notnone(f["to"]), ~_notnone(f["from"]))
         idx = np.nonzero(crosses)[0]
-        self._abase, self._first_unit = {}, {}
+        self._firsts = None
         self._parts = self._bgroups = None
         if not len(idx):
             return
@@ -1375,41 +1374,14 @@ class _Rollup:
         gfac, gpr, gst = fac[first], prow[first], st[first]
         annual = self.p_annual
         isb = np.nonzero(self.base[gfac] == gpr)[0]
-        self._abase = dict(zip(zip(gfac[isb].tolist(), gst[isb].tolist(), strict=True),
-                               zip((qsum[isb] * annual[gpr[isb]]).tolist(), gunit[isb].tolist(), strict=True),
-                               strict=True))
         self._bgroups = _Lookup(gfac[isb], gst[isb], isb)
         self._gq = qsum * annual[gpr]   # per group: its sum as a year (used for the baseline ones)
         firsts = np.unique(pd.factorize(fac.astype(np.int64) * m + sg)[0], return_index=True)[1]
-        self._first_unit = dict(zip(zip(fac[firsts].tolist(), st[firsts].tolist(), strict=True),
-                                    units[firsts].tolist(), strict=True))
+        self._firsts = _Lookup(fac[firsts], st[firsts], units[firsts])
         order = np.argsort(g, kind="stable")
         starts = np.searchsorted(g[order], np.arange(len(first) + 1))
         tou = np.asarray(f["time_of_use"], dtype=object)[idx]
         self._parts = (order, starts, x, tou, qsum, gunit)
-
-    def annual_baseline(self, fc, stream):
-        hit = self._abase.get((fc, stream))
-        if hit is None:
-            return 0.0, self.stream_unit(fc, stream)
-        return hit
-
-    def stream_unit(self, fc, stream):
-        hit = self._abase.get((fc, stream))
-        if hit is not None:
-            return hit[1]
-        key = (fc, stream)
-        if key in self._sunit:
-            return self._sunit[key]
-        u = self._first_unit.get(key)
-        if u is None:
-            for comp in ("purchase", "sale", "treatment", "disposal"):
-                price = self.price(fc, stream, comp, "flat")
-                if price is not None:
-                    u = price[1]
-                    break
-        self._sunit[key] = u
-        return u
 
     def price_table(self):
         """The prices in force at each facility's baseline midpoint (cpa.prices.PriceBook.get),
@@ -1456,12 +1428,6 @@ class _Rollup:
             "vnd": vnd, "per": per,
         }
         return hit
-
-    def price(self, fc, stream, comp, tou):
-        """(VND per unit, unit) in force at the baseline's midpoint (cpa.prices.PriceBook.get)."""
-        pt = self.price_table()
-        i = pt["lookup"].d.get((fc, f"{stream}\x00{comp}\x00{tou}"))
-        return None if i is None else (float(pt["vnd"][i]), pt["per"][i])
 
     def unit_costs(self, fac, streams, units) -> np.ndarray:
         """cpa.options unit costs element-wise [VND per unit], computed once per distinct
@@ -1554,31 +1520,6 @@ class _Rollup:
         vals = np.array([self.cf(ua[p // len(ub)], ub[p % len(ub)]) for p in pu.tolist()], dtype=float)
         return vals[pc]
 
-    def conv_of(self, fc, stream, unit):
-        key = (fc, stream, unit)
-        memo = self._conv_memo
-        hit = memo.get(key)
-        if hit is None:
-            b = int(self.base[fc])
-            kind = self.kind_of.d.get((fc, stream))
-            fuel = self.fuel_of.d.get((fc, stream))
-            hit = memo[key] = self.conversion(fc, stream, kind, fuel, unit, int(self.p_year[b]))
-        return hit
-
-    def share(self, value, unit):
-        from cpa.units import dimension_of
-
-        try:
-            if dimension_of(unit) != "dimensionless":
-                return None
-        except Exception:  # noqa: BLE001
-            return None
-        k = self.cf(unit, "%")
-        if k != k:
-            return None
-        s = float(value) * k / 100.0
-        return s if 0.0 <= s <= 1.0 else None
-
     def effect_rows(self):
         """The changes of every effect row, stand-alone (cpa.options.effect_changes), as flat
         arrays: one row per change (substitute and recover effects may have two). Effects that
@@ -1593,7 +1534,6 @@ class _Rollup:
         streams = e["stream"].tolist()
         val = np.asarray(e["value"], dtype=float)
         units = e["unit"].tolist()
-        fl = efac.tolist()
         # the annual baseline of each effect's stream and its unit (0 and None if none)
         q0 = np.zeros(ne)
         sua = np.full(ne, None, dtype=object)
@@ -1650,28 +1590,10 @@ class _Rollup:
         r_stream = [s if not m else (s or "") for s, m in zip(streams, is_money.tolist(), strict=True)]
         r_q = q
         r_unit = ["VND" if m else u for u, m in zip(su, is_money.tolist(), strict=True)]
-        extra_eff, extra_stream, extra_q, extra_unit = [], [], [], []
         other = np.nonzero(_oneof(eff, ("substitute", "recover")))[0]
-        to = e["to_stream"]
-        for i in other.tolist():
-            fc = fl[i]
-            if fail[fc]:
-                continue
-            try:
-                c = self._changes(fc, eff[i], streams[i], float(val[i]), units[i], to[i], INPUT_KINDS, OUT_KINDS)
-            except Exception:  # noqa: BLE001
-                c = None
-            if c is None:
-                fail[fc] = True
-                continue
-            chs = c[2]
-            r_q[i] = chs[0][1]
-            r_unit[i] = chs[0][2]
-            for st, qq, u, _role in chs[1:]:
-                extra_eff.append(i)
-                extra_stream.append(st)
-                extra_q.append(qq)
-                extra_unit.append(u)
+        other = other[~fail[efac[other]]]
+        extra_eff, extra_stream, extra_q, extra_unit = self.substitute_recover(
+            other, q0, sua, share, r_q, INPUT_KINDS, OUT_KINDS)
         known = _oneof(eff, ("money", "reduce_share", "reduce_amount", "reduce_per_unit", "substitute", "recover"))
         fail[efac[~known]] = True
         return {
@@ -1684,6 +1606,115 @@ class _Rollup:
             "is_money": np.concatenate([is_money, np.zeros(len(extra_eff), dtype=bool)]),
             "is_share": wants_share,
         }
+
+    def stream_units(self, fac, streams) -> np.ndarray:
+        """The unit of each (facility, stream) (cpa.options.Context.stream_unit): of its
+        baseline, else of its first crossing flow, else of its flat purchase, sale, treatment or
+        disposal price; None if none."""
+        n = len(fac)
+        out = np.full(n, None, dtype=object)
+        todo = np.ones(n, dtype=bool)
+        if self._bgroups is not None:
+            gi = self._bgroups.get(fac, streams, -1).astype(np.int64)
+            hit = gi >= 0
+            out[hit] = self._parts[5][gi[hit]]
+            todo &= ~hit
+        if todo.any() and self._firsts is not None:
+            u = self._firsts.get(fac[todo], streams[todo])
+            ti = np.flatnonzero(todo)
+            got = _notnone(u)   # a unit that is None: looked for further (as a dict's get)
+            out[ti[got]] = u[got]
+            todo[ti[got]] = False
+        if todo.any():
+            pt = self.price_table()
+            for comp in ("purchase", "sale", "treatment", "disposal"):
+                ti = np.flatnonzero(todo)
+                if not len(ti):
+                    break
+                pi = pt["lookup"].get(fac[ti], _join_keys(streams[ti], comp, "flat"), -1).astype(np.int64)
+                got = pi >= 0
+                out[ti[got]] = pt["per"][pi[got]]
+                todo[ti[got]] = False
+        return out
+
+    def substitute_recover(self, idx, q0, su, share, r_q, INPUT_KINDS, OUT_KINDS):  # noqa: N803
+        """The changes of the substitute and recover effects ``idx`` (cpa.options.effect_changes),
+        vectorised: sets their own stream's quantity in ``r_q``, marks the facilities whose
+        effect cannot be computed ``fail``, and returns the second rows (effect, stream,
+        quantity, unit) in the order of the effects."""
+        e = self.T["effects"]
+        fail = self.ch.fail
+        none = ([], [], [], [])
+        if not len(idx):
+            return none
+        fac = e["fac"][idx]
+        st = np.asarray(e["stream"], dtype=object)[idx]
+        to = np.asarray(e["to_stream"], dtype=object)[idx]
+        sun = su[idx]
+        sub = np.asarray(e["effect"][idx] == "substitute", dtype=bool)
+        ok = np.array([isinstance(x, str) and x != "" for x in st.tolist()], dtype=bool)
+        has_to = np.array([isinstance(x, str) and x != "" for x in to.tolist()], dtype=bool)
+        ok &= has_to | ~sub
+        ok &= sub | _oneof(self.kind_of.get(fac, st), OUT_KINDS)   # recover: from an output
+        s = share[idx]
+        amount = s * q0[idx]        # saved (substitute), recovered (recover)
+        # the unit of the target stream
+        tunit = np.full(len(idx), None, dtype=object)
+        ti = np.flatnonzero(ok & has_to)
+        if len(ti):
+            tunit[ti] = self.stream_units(fac[ti], to[ti])
+        tunit = np.array([u or ("t" if sb else d) for u, sb, d in zip(tunit.tolist(), sub.tolist(), sun.tolist(),
+                                                                     strict=True)] + [None], dtype=object)[:-1]
+        # a recovered stream into the target's unit, by units where they convert
+        k = np.full(len(idx), np.nan)
+        rt = np.flatnonzero(ok & has_to & ~sub)
+        if len(rt):
+            k[rt] = [self.cf(u, v) for u, v in zip(sun[rt].tolist(), tunit[rt].tolist(), strict=True)]
+        # conversions where needed: every substitute, recover where the units do not convert
+        need = np.flatnonzero(ok & has_to & (sub | np.isnan(k)))
+        x = np.full(len(idx), np.nan)
+        if len(need):
+            nf = fac[need]
+            years = self.p_year[self.base[nf]]
+            both_f = np.concatenate([nf, nf])
+            both_s = np.concatenate([st[need], to[need]])
+            both_u = np.concatenate([sun[need], tunit[need]])
+            lay = self.layers(both_f, both_s, self.kind_of.get(both_f, both_s), self.fuel_of.get(both_f, both_s),
+                              both_u, np.concatenate([years, years]))
+            a, b = lay[: len(need)], lay[len(need):]
+            ok[need] &= ~fail[nf]   # a conversion that fails
+            gi = _LAYERS.index("energy_gj")
+            hs, ht = a[:, gi], b[:, gi]
+            is_sub = sub[need]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                good = (hs > 0) & (ht > 0)   # (NaN: not)
+                x[need[is_sub]] = (amount[need] * hs / ht)[is_sub]
+                ok[need[is_sub & ~good]] = False
+                found = np.zeros(len(need), dtype=bool)
+                xr = np.full(len(need), np.nan)
+                for layer in ("mass_t", "water_m3", "energy_gj"):
+                    li = _LAYERS.index(layer)
+                    xa, ya = a[:, li], b[:, li]
+                    use = ~found & ~np.isnan(xa) & ~np.isnan(ya) & (ya > 0)
+                    xr[use] = amount[need][use] * xa[use] / ya[use]
+                    found |= use
+            rec = ~is_sub
+            x[need[rec]] = xr[rec]
+            ok[need[rec & ~found]] = False
+        withk = ~sub & ~np.isnan(k)
+        x[withk] = amount[withk] * k[withk]
+        fail[fac[~ok]] = True
+        r_q[idx[ok]] = amount[ok]
+        # the second rows: substitute adds the target; recover books it as recovered (an input)
+        # or added (a product or by-product)
+        tkind = np.full(len(idx), None, dtype=object)
+        if len(ti):
+            tkind[ti] = self.kind_of.get(fac[ti], to[ti])
+        into = ~sub & _oneof(tkind, INPUT_KINDS)
+        added = sub | (~sub & ~into & _oneof(tkind, ("by_product", "product")))
+        second = ok & has_to & (into | added)
+        sel = np.flatnonzero(second)
+        return (idx[sel].tolist(), to[sel].tolist(), np.where(into, x, -x)[sel].tolist(), tunit[sel].tolist())
 
     def share_factor(self, unit) -> float:
         """cf(unit, %) for a dimensionless unit (NaN otherwise): share = value × it / 100."""
@@ -1706,86 +1737,6 @@ class _Rollup:
         if k != k:
             k = self.cf(unit, f"({su})/yr")
         return k
-
-    def _changes(self, fc, eff, stream, value, unit, to, INPUT_KINDS, OUT_KINDS):  # noqa: N803
-        if eff == "money":
-            k = self.cf(unit, "VND")
-            if k != k:
-                k = self.cf(unit, "VND/yr")
-            if k != k:
-                return None
-            return ("money", value * k)
-        if not isinstance(stream, str) or not stream:
-            return None
-        q0, su = self.annual_baseline(fc, stream)
-        if not q0 > 0:
-            return None
-        if eff == "reduce_share":
-            s = self.share(value, unit)
-            return None if s is None else ("share", stream, [(stream, s * q0, su, "reduced")])
-        if eff == "reduce_amount":
-            k = self.cf(unit, su)
-            if k != k:
-                k = self.cf(unit, f"({su})/yr")
-            if k != k:
-                return None
-            return ("plain", stream, [(stream, value * k, su, "reduced")])
-        if eff == "reduce_per_unit":
-            b = int(self.base[fc])
-            p, punit = self.pq[b] * float(self.p_annual[b]), self.pu[b]
-            if not p > 0:
-                return None
-            k = self.cf(unit, f"({su})/({punit})")
-            if k != k:
-                return None
-            per = value * k
-            return ("plain", stream, [(stream, per * p, su, "reduced")])
-        if eff == "substitute":
-            s = self.share(value, unit)
-            if s is None or not isinstance(to, str) or not to:
-                return None
-            to_unit = self.stream_unit(fc, to) or "t"
-            c_from, c_to = self.conv_of(fc, stream, su), self.conv_of(fc, to, to_unit)
-            if isinstance(c_from, Exception) or isinstance(c_to, Exception):
-                return None
-            h_from, h_to = c_from.energy_gj, c_to.energy_gj
-            if not (h_from == h_from and h_from > 0) or not (h_to == h_to and h_to > 0):
-                return None
-            saved = s * q0
-            added = saved * h_from / h_to
-            return ("share", stream, [(stream, saved, su, "reduced"), (to, -added, to_unit, "added")])
-        if eff == "recover":
-            s = self.share(value, unit)
-            if s is None:
-                return None
-            if self.kind_of.d.get((fc, stream)) not in OUT_KINDS:
-                return None
-            rec = s * q0
-            ch = [(stream, rec, su, "reduced")]
-            if isinstance(to, str) and to:
-                to_kind = self.kind_of.d.get((fc, to))
-                to_unit = self.stream_unit(fc, to) or su
-                k = self.cf(su, to_unit)
-                if k == k:
-                    x = rec * k
-                else:
-                    a, b_ = self.conv_of(fc, stream, su), self.conv_of(fc, to, to_unit)
-                    if isinstance(a, Exception) or isinstance(b_, Exception):
-                        return None
-                    x = None
-                    for layer in ("mass_t", "water_m3", "energy_gj"):
-                        xa, ya = getattr(a, layer), getattr(b_, layer)
-                        if xa == xa and ya == ya and ya > 0:
-                            x = rec * xa / ya
-                            break
-                    if x is None:
-                        return None
-                if to_kind in INPUT_KINDS:
-                    ch.append((to, x, to_unit, "recovered"))
-                elif to_kind in ("by_product", "product"):
-                    ch.append((to, -x, to_unit, "added"))
-            return ("share", stream, ch)
-        return None
 
     def apply(self, order, rows, e_inc, e_opos) -> np.ndarray:
         """Book every effect against what the options before it left (cpa.options._apply), both
