@@ -369,3 +369,34 @@ def test_table_from_packed_rows_as_from_dicts():
     pd.testing.assert_frame_equal(bulk.programme_table_bulk(b, settings), pd.DataFrame(expected))
     empty = bulk.Bulk(paths=["p"], invalid={"p": []}, stats={}, rows=[("invalid", [])])
     pd.testing.assert_frame_equal(bulk.programme_table_bulk(empty), pd.DataFrame([]))
+
+
+@pytest.mark.parametrize("effects", [
+    # recovery into streams of other units (by units, else by mass, water or energy), into a
+    # product, a by-product, an auxiliary; substitution by electricity
+    ["| o1 | recover | ww | 20 | % | water |", "| o2 | recover | hw | 50 | % | r1 |",
+     "| o3 | recover | sw | 10 | % | water |", "| o4 | substitute | fuel | 10 | % | elec |",
+     "| o5 | recover | sw | 5 | % | prod |"],
+    ["| o3 | recover | evap | 10 | % | water |", "| o4 | recover | byp | 10 | % | a2 |",
+     "| o5 | recover | ww | 10 | % | byp |"],
+    ["| o2 | substitute | fuel | 20 | % | steam |"],   # steam without flows: in t, no energy
+    ["| o1 | recover | sw | 10 | % | im1 |"],   # recovered into a stream without a baseline flow
+    # the errors: substitution without a target or into a stream without energy, recovery of an
+    # input, a share above 100 %
+    ["| o1 | substitute | fuel | 10 | % | |"],
+    ["| o1 | substitute | fuel | 10 | % | water |"],
+    ["| o1 | recover | water | 10 | % | r1 |"],
+    ["| o1 | recover | sw | 150 | % | r1 |"],
+    ["| o1 | reduce_share | water | 10 | % | |", "| o2 | substitute | fuel | 10 | kg | husk |"],
+])
+def test_substitute_recover_parity(effects, synthetic, tmp_path):
+    p = _with_effects(synthetic, tmp_path, "subrec", effects)
+    try:
+        programme_table([read(p)])
+    except CPAError as exact:
+        with pytest.raises(CPAError) as fast:
+            bulk.programme_table_bulk(bulk.load_many([p]))
+        assert type(fast.value) is type(exact) and str(fast.value) == str(exact)
+        return
+    b, _ = _same([p, *synthetic[0][:2]])
+    assert b.stats["fast"] == 3
