@@ -36,7 +36,6 @@ Use :func:`programme_from_paths` for ``cpa programme``; :func:`load_many` and
 from __future__ import annotations
 
 import math
-import operator
 import os
 import re
 import unicodedata
@@ -2057,6 +2056,18 @@ def programme_table_bulk(bulk: Bulk, settings=None):
         Two facilities with the same id (the message of :func:`cpa.programme.programme_table`),
         or the error a facility's roll-up stops with (the first one, in the order of the paths).
     """
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()   # many small objects, no cycles: the collector would only rescan them
+    try:
+        return _table(bulk, settings)
+    finally:
+        if was:
+            gc.enable()
+
+
+def _table(bulk: Bulk, settings):
     import pandas as pd
 
     from cpa.programme import Settings, _target
@@ -2086,22 +2097,23 @@ def programme_table_bulk(bulk: Bulk, settings=None):
     for keys in dict.fromkeys(k for k, _ in packed):   # distinct sets of columns, in order
         for k in keys:
             columns.setdefault(k, len(columns))
-    plan: dict = {}   # per set of columns: its target columns and how to take the union's order
-    rows = []
-    for keys, values in packed:
-        p = plan.get(keys)
-        if p is None:
-            pos = {k: i for i, k in enumerate(keys)}
-            tk = [(i, pos[k[: -len("_target")] + "_change_pct"]) for i, k in enumerate(keys) if k.endswith("_target")]
-            take = [pos.get(c, len(keys)) for c in columns]   # len(keys): the NaN appended
-            p = plan[keys] = (tk, operator.itemgetter(*take) if len(take) > 1 else (lambda v, t=take[0]: (v[t],)))
-        tk, take = p
-        vals = list(values)
-        for i, pct in tk:
-            vals[i] = _target(vals[pct], settings)
-        vals.append(math.nan)
-        rows.append(take(vals))
-    return pd.DataFrame(rows, columns=list(columns))
+    # column by column: the rows of each set of columns transposed, their targets set, and
+    # scattered into the union's columns; then back to row tuples for pd.DataFrame
+    n = len(packed)
+    groups: dict = {}
+    for r, (keys, _) in enumerate(packed):
+        groups.setdefault(keys, []).append(r)
+    cols = [np.full(n, math.nan, dtype=object) for _ in columns]
+    for keys, ridx in groups.items():
+        by_col = list(zip(*(packed[r][1] for r in ridx), strict=True))
+        pos = {k: j for j, k in enumerate(keys)}
+        for j, k in enumerate(keys):
+            if k.endswith("_target"):
+                by_col[j] = [_target(v, settings) for v in by_col[pos[k[: -len("_target")] + "_change_pct"]]]
+        at = np.array(ridx, dtype=np.int64)
+        for j, k in enumerate(keys):
+            cols[columns[k]][at] = np.fromiter(by_col[j], dtype=object, count=len(ridx))
+    return pd.DataFrame(list(zip(*(c.tolist() for c in cols), strict=True)), columns=list(columns))
 
 
 def programme_from_paths(paths, settings=None, allow_invalid: bool = False):
