@@ -1219,44 +1219,56 @@ class _Rollup:
         out = {}
         good = np.nonzero(self.good & ~ch.fail)[0]
         fac_fields = ch.fac
+        # per facility and per period as Python lists (no numpy scalar per value)
+        fid, fname, fname_en, sector, illus = (fac_fields[k].tolist() for k in
+                                               ("id", "name", "name_en", "sector", "illustrative"))
+        pid, pstart, pend = p["id"].tolist(), p["start"].tolist(), p["end"].tolist()
+        pq_l, pu_l, annual = pq.tolist(), pu.tolist(), self.p_annual.tolist()
+        toe_l = toe.tolist()
+        spec_l = [(key, arr.tolist(), unit) for key, arr, unit in
+                  (("energy", sp_energy, "GJ"), ("electricity", sp_kwh, "kWh"), ("water", sp_water, "m3"))]
+        base_l, latest_l = self.base.tolist(), self.latest.tolist()
+        paths = ch.paths
+        fail = ch.fail
+        nan = math.nan
         for fc in good.tolist():
-            if ch.fail[fc]:
+            if fail[fc]:
                 continue
-            b, lt = int(self.base[fc]), int(self.latest[fc])
-            punit = pu[b]
+            b, lt = base_l[fc], latest_l[fc]
+            punit = pu_l[b]
+            has_lt = lt >= 0
             row = {
-                "facility_id": fac_fields["id"][fc], "facility_name": fac_fields["name"][fc],
-                "facility_name_en": fac_fields["name_en"][fc] or fac_fields["name"][fc],
-                "sector": fac_fields["sector"][fc], "illustrative": bool(fac_fields["illustrative"][fc]),
-                "file": ch.paths[fc],
-                "baseline_period": p["id"][b], "baseline_start": p["start"][b], "baseline_end": p["end"][b],
-                "latest_period": p["id"][lt] if lt >= 0 else None,
-                "latest_start": p["start"][lt] if lt >= 0 else None,
-                "latest_end": p["end"][lt] if lt >= 0 else None,
+                "facility_id": fid[fc], "facility_name": fname[fc],
+                "facility_name_en": fname_en[fc] or fname[fc],
+                "sector": sector[fc], "illustrative": bool(illus[fc]),
+                "file": paths[fc],
+                "baseline_period": pid[b], "baseline_start": pstart[b], "baseline_end": pend[b],
+                "latest_period": pid[lt] if has_lt else None,
+                "latest_start": pstart[lt] if has_lt else None,
+                "latest_end": pend[lt] if has_lt else None,
                 "production_unit": punit,
-                "production_baseline": float(pq[b]),
+                "production_baseline": pq_l[b],
             }
-            row["production_baseline_per_yr"] = row["production_baseline"] * float(self.p_annual[b])
-            row["production_latest"] = float(pq[lt]) if lt >= 0 else math.nan
-            for key, arr, unit in (("energy", sp_energy, "GJ"), ("electricity", sp_kwh, "kWh"), ("water", sp_water, "m3")):
-                bv = float(arr[b])
-                lv = float(arr[lt]) if lt >= 0 else math.nan
-                _resource(row, key, f"{unit}/{punit}" if punit else "", bv, lv)
-            fm = mats.get(fc, {})
-            for st in sorted(fm):
-                d = fm[st]
-                if b not in d:
-                    continue
-                qb = pq[b]
-                bv = d[b] / qb if (qb == qb and qb > 0) else math.nan
-                if lt >= 0 and lt in d:
-                    ql = pq[lt]
-                    lv = d[lt] / ql if (ql == ql and ql > 0) else math.nan
-                else:
-                    lv = math.nan
-                _resource(row, f"material_{st}", f"t/{punit}" if punit else "", bv, lv)
-            row["toe_vn_per_yr_baseline"] = float(toe[b] * self.p_annual[b])
-            row["key_energy_user"] = bool(row["toe_vn_per_yr_baseline"] >= 1000.0)
+            row["production_baseline_per_yr"] = pq_l[b] * annual[b]
+            row["production_latest"] = pq_l[lt] if has_lt else nan
+            for key, arr, unit in spec_l:
+                _resource(row, key, f"{unit}/{punit}" if punit else "", arr[b], arr[lt] if has_lt else nan)
+            fm = mats.get(fc)
+            if fm:
+                for st in sorted(fm):
+                    d = fm[st]
+                    if b not in d:
+                        continue
+                    qb = pq_l[b]
+                    bv = d[b] / qb if (qb == qb and qb > 0) else nan
+                    if has_lt and lt in d:
+                        ql = pq_l[lt]
+                        lv = d[lt] / ql if (ql == ql and ql > 0) else nan
+                    else:
+                        lv = nan
+                    _resource(row, f"material_{st}", f"t/{punit}" if punit else "", bv, lv)
+            row["toe_vn_per_yr_baseline"] = toe_l[b] * annual[b]
+            row["key_energy_user"] = row["toe_vn_per_yr_baseline"] >= 1000.0
             row.update(opts.get(fc) or no_options())
             out[fc] = row
         return out
