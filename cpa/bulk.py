@@ -384,9 +384,10 @@ class _Chunk:
             try:
                 fd = os.open(p, os.O_RDONLY)   # (no buffered file object: less work per file)
                 try:
-                    data = os.read(fd, MAX_TEXT_BYTES + 1)
-                    while len(data) <= MAX_TEXT_BYTES:   # a short read: read on until the end
-                        more = os.read(fd, MAX_TEXT_BYTES + 1 - len(data))
+                    # as f.read(MAX_TEXT_BYTES + 1), without a buffer of that size for every file
+                    data = os.read(fd, min(os.fstat(fd).st_size, MAX_TEXT_BYTES) + 1)
+                    while len(data) <= MAX_TEXT_BYTES:   # until the end (or a file that grew)
+                        more = os.read(fd, min(MAX_TEXT_BYTES + 1 - len(data), 1 << 20))
                         if not more:
                             break
                         data += more

@@ -400,3 +400,15 @@ def test_substitute_recover_parity(effects, synthetic, tmp_path):
         return
     b, _ = _same([p, *synthetic[0][:2]])
     assert b.stats["fast"] == 3
+
+
+@pytest.mark.parametrize("spare", [0, -1])
+def test_size_limit_as_the_exact_reader(synthetic, monkeypatch, spare):
+    # a file of exactly the limit is read by the fast path; one byte more goes to the exact reader
+    import cpa.worksheet
+
+    p = synthetic[0][0]
+    monkeypatch.setattr(cpa.worksheet, "MAX_TEXT_BYTES", os.path.getsize(p) + spare)
+    b = bulk.load_many([p], workers=1)
+    assert (b.stats["fast"], b.stats["exact"]) == ((1, 0) if spare == 0 else (0, 1))
+    assert list(b.invalid) == ([p] if read(p).errors else [])
