@@ -1232,6 +1232,7 @@ class _Rollup:
         paths = ch.paths
         fail = ch.fail
         nan = math.nan
+        no_opts = no_options()   # (only read: update copies its values)
         for fc in good.tolist():
             if fail[fc]:
                 continue
@@ -1270,7 +1271,7 @@ class _Rollup:
                     _resource(row, f"material_{st}", f"t/{punit}" if punit else "", bv, lv)
             row["toe_vn_per_yr_baseline"] = toe_l[b] * annual[b]
             row["key_energy_user"] = row["toe_vn_per_yr_baseline"] >= 1000.0
-            row.update(opts.get(fc) or no_options())
+            row.update(opts.get(fc) or no_opts)
             out[fc] = row
         return out
 
@@ -1335,20 +1336,24 @@ class _Rollup:
                 summ = self.summarise(rows, q_comb, e_inc, ENERGY_KINDS, WASTE_T_KINDS)
         out: dict = {}
         fail = ch.fail
+        template = no_options()
+        counts_l = [(key, arr.tolist()) for key, arr in counts.items()]   # Python numbers
+        # (as floats: np.bincount of no rows is an integer array)
+        summ_l = [(key, summ[key].astype(float).tolist()) for key in
+                  ("saving_gj_per_yr", "toe_vn_per_yr", "co2e_t_per_yr", "water_m3_per_yr", "waste_t_per_yr")]
+        saving, opex_l, inv_l, grant_l = (x.astype(float).tolist() for x in
+                                          (summ["_saving"], sums["_opex"], sums["_inv"], sums["_grant"]))
         for fc in facs_with.tolist():
             if fail[fc]:
                 continue
-            d = no_options()
-            for key, arr in counts.items():
-                d[key] = int(arr[fc])
-            d["saving_gj_per_yr"] = float(summ["saving_gj_per_yr"][fc])
-            d["toe_vn_per_yr"] = float(summ["toe_vn_per_yr"][fc])
-            d["co2e_t_per_yr"] = float(summ["co2e_t_per_yr"][fc])
-            d["water_m3_per_yr"] = float(summ["water_m3_per_yr"][fc])
-            d["waste_t_per_yr"] = float(summ["waste_t_per_yr"][fc])
-            d["net_saving_vnd_per_yr"] = float(summ["_saving"][fc]) - float(sums["_opex"][fc])
-            d["investment_vnd"] = float(sums["_inv"][fc])
-            d["grant_vnd"] = float(sums["_grant"][fc])
+            d = template.copy()
+            for key, arr in counts_l:
+                d[key] = arr[fc]
+            for key, arr in summ_l:
+                d[key] = arr[fc]
+            d["net_saving_vnd_per_yr"] = saving[fc] - opex_l[fc]
+            d["investment_vnd"] = inv_l[fc]
+            d["grant_vnd"] = grant_l[fc]
             net_inv = d["investment_vnd"] - d["grant_vnd"]
             sav = d["net_saving_vnd_per_yr"]
             d["payback_yr"] = net_inv / sav if sav and sav > 0 else math.inf
