@@ -82,8 +82,9 @@ class Bulk:
     (exactly those of :func:`cpa.worksheet.read`); ``stats`` counts the worksheets handled by
     the fast path (``fast``) and by the exact path (``exact``). The settings-independent figures
     of each valid facility are computed while loading (in the worker processes) and kept in
-    ``rows``, one entry per path: ``("row", id, row dict)`` (the facility's programme row, its
-    ``*_target`` columns still to be set from the settings), ``("invalid", problems)`` or
+    ``rows``, one entry per path: ``("row", id, (columns, values))`` (the facility's programme
+    row as a tuple of its columns, shared by the rows with the same columns, and a tuple of its
+    values; its ``*_target`` columns still to be set from the settings), ``("invalid", problems)`` or
     ``("error", id, exception)`` (the error its exact roll-up stops with).
     """
 
@@ -375,13 +376,23 @@ class _Chunk:
 
         caches = ({}, {})
         groups: dict = {}   # (table, header) -> [facs, rows]
+        required = {spec.name for spec in schema.TABLES if spec.required}
         for i, p in enumerate(self.paths):
             if p.lower().endswith((".xlsx", ".xlsm")):
                 self.bad[i] = True
                 continue
             try:
-                with open(p, "rb") as f:
-                    data = f.read(MAX_TEXT_BYTES + 1)
+                fd = os.open(p, os.O_RDONLY)   # (no buffered file object: less work per file)
+                try:
+                    # as f.read(MAX_TEXT_BYTES + 1), without a buffer of that size for every file
+                    data = os.read(fd, min(os.fstat(fd).st_size, MAX_TEXT_BYTES) + 1)
+                    while len(data) <= MAX_TEXT_BYTES:   # until the end (or a file that grew)
+                        more = os.read(fd, min(MAX_TEXT_BYTES + 1 - len(data), 1 << 20))
+                        if not more:
+                            break
+                        data += more
+                finally:
+                    os.close(fd)
                 if len(data) > MAX_TEXT_BYTES or data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) \
                         or b"\x00" in data[:8192]:
                     raise ValueError
@@ -393,10 +404,8 @@ class _Chunk:
             if tabs is None or "facility" not in tabs:
                 self.bad[i] = True
                 continue
-            for spec in schema.TABLES:
-                if spec.required and spec.name not in tabs:
-                    self.bad[i] = True
-            if self.bad[i]:
+            if not required <= tabs.keys():
+                self.bad[i] = True
                 continue
             for name, (header, data, nrows) in tabs.items():
                 if not header:
@@ -441,8 +450,83 @@ class _Chunk:
     @staticmethod
     def _cells(blocks, counts, width):
         """The rows of one table across facilities as (codes, distinct cells): ``codes[r, j]``
-        is the cell ``j`` of row ``r`` as an index into the distinct raw cells (one hash pass
-        over the whole table); None if some row does not have ``width`` cells."""
+        is the cell ``j`` of row ``r`` as an index into the distinct raw cells; None if some row
+        does not have ``width`` cells.
+
+        The cells are found on the UTF-8 bytes of the joined rows (the positions of "|") and
+        numbered by their bytes: a cell of at most 16 bytes *is* its key (two 64-bit words and
+        its length), so equal keys are equal cells, exactly; only the distinct cells become
+        Python strings. Tables with many longer cells are split as strings (:meth:`_cells_str`).
+        """
+        import pandas as pd
+
+        nrows = sum(counts)
+        step = width + 1
+        if not nrows:
+            return np.zeros((0, step), dtype=np.int64), np.array([""], dtype=object)
+        if nrows > DEDUP_ROWS:
+            # tables whose rows repeat across facilities (streams, prices, steps...): the
+            # distinct rows are split as strings
+            sample = "\n".join(b for b in blocks[:100] if b).split("\n", 1000)[:1000]
+            if len(set(sample)) < 0.5 * len(sample):
+                return _Chunk._cells_str(blocks, counts, width)
+        big = ("\n".join(b for b in blocks if b) + "\n").encode("utf-8")
+        nb = len(big)
+        buf = np.frombuffer(big + bytes(16), dtype=np.uint8)
+        pipes = np.flatnonzero(buf[:nb] == 124)   # "|"
+        ncell = len(pipes) + 1
+        # as "(big).split('|')": the same number of cells, the first one empty
+        if ncell != 1 + nrows * step or pipes[0] != 0:
+            return None
+        starts = np.empty(ncell, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = pipes + 1
+        ends = np.empty(ncell, dtype=np.int64)
+        ends[:-1] = pipes
+        ends[-1] = nb
+        lens = ends - starts
+        # the cell after the last "|" of every row is exactly "\n"
+        last = np.arange(width + 1, ncell, step)
+        if not ((lens[last] == 1).all() and (buf[starts[last]] == 10).all()):
+            return None
+        long_ = lens > 15
+        if long_.sum() * 8 > ncell:   # many long cells: as strings
+            return _Chunk._cells_str(blocks, counts, width)
+        # 8 bytes at every offset (unaligned little-endian words), masked to the cell's length;
+        # the length in the top byte of the last word
+        words = np.ndarray(shape=(nb + 9,), dtype="<u8", buffer=buf, offset=0, strides=(1,))
+        masks = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
+        tagged = lens.astype(np.uint64) << np.uint64(56)
+        short = lens <= 7
+        key = words[starts] & masks[np.minimum(lens, 8)]   # ≤ 7 bytes: the key is the cell
+        key[short] |= tagged[short]
+        mid = np.flatnonzero(~short & ~long_)   # 8–15 bytes: the pair (first word, rest + length)
+        if len(mid):
+            ca, ua = pd.factorize(key[mid])
+            cb, _ = pd.factorize((words[starts[mid] + 8] & masks[lens[mid] - 8]) | tagged[mid])
+            key[mid] = (ca.astype(np.uint64) * np.uint64(len(ua)) + cb.astype(np.uint64)) | np.uint64(1 << 62)
+        if long_.any():   # longer: as bytes
+            li = np.flatnonzero(long_)
+            texts = [big[s:e] for s, e in zip(starts[li].tolist(), ends[li].tolist(), strict=True)]
+            lc, _ = pd.factorize(np.array(texts, dtype=object))
+            key[li] = lc.astype(np.uint64) | np.uint64(1 << 63)
+        codes, _ = pd.factorize(key)
+        # codes are numbered in order of appearance: the first cell of each is a new maximum
+        top = np.maximum.accumulate(codes)
+        first = np.flatnonzero(np.r_[True, top[1:] > top[:-1]])
+        # the distinct cells as strings: their bytes gathered with "|" after each, one decode
+        ul = lens[first] + 1
+        offs = np.cumsum(ul) - ul
+        src = np.repeat(starts[first] - offs, ul) + np.arange(int(ul.sum()))
+        gathered = buf[src]
+        gathered[offs + ul - 1] = 124
+        uniq = np.array(gathered.tobytes().decode("utf-8").split("|")[:-1], dtype=object)
+        return codes[1:].reshape(nrows, step), uniq
+
+    @staticmethod
+    def _cells_str(blocks, counts, width):
+        """:meth:`_cells` by splitting the text into Python strings (one hash pass over the
+        whole table): for the tables with long cells."""
         import pandas as pd
 
         nrows = sum(counts)
@@ -607,7 +691,7 @@ class _Chunk:
         self.mark(s["fac"], (s["kind"] == "fuel") & ~_notnone(s["fuel"]))
         kind_of = _Lookup(s["fac"], s["id"], s["kind"], s["id#"])
         rk = kind_of.get(allfac, ref, gkeys=self.fac["reference_product#"])
-        self.mark(allfac, _notnone(rk) & ~np.isin(rk.astype(str), ["product", "by_product"]))
+        self.mark(allfac, _notnone(rk) & ~_oneof(rk, ("product", "by_product")))
         # units by stream kind
         dims: dict = {}
 
@@ -775,6 +859,19 @@ def _join_keys(*parts) -> np.ndarray:
     return np.asarray(out, dtype=object)
 
 
+def _oneof(arr, values) -> np.ndarray:
+    """Element-wise ``x in values`` for an array of strings (None and NaN: False), once per
+    distinct element (np.isin sorts strings)."""
+    import pandas as pd
+
+    arr = np.asarray(arr, dtype=object)
+    if not len(arr):
+        return np.zeros(0, dtype=bool)
+    codes, uniq = pd.factorize(arr)
+    values = set(values)
+    return np.array([isinstance(u, str) and u in values for u in uniq.tolist()] + [False], dtype=bool)[codes]
+
+
 def _notnone(arr) -> np.ndarray:
     if arr.dtype != object:
         return ~np.isnan(arr)
@@ -919,12 +1016,10 @@ class _Rollup:
         self.good = ~ch.bad
         self.res = _Resolver()
         self.cf_cache = _cache("units")
-        self._conv_memo: dict = {}
         self.has_options: set = set()
-        self._abase = None
+        self._ctx = False
         self._parts = self._bgroups = None
         self._mid: dict = {}
-        self._sunit: dict = {}
 
     def cf(self, a, b):
         key = (a, b)
@@ -1032,9 +1127,10 @@ class _Rollup:
         fac = np.asarray(fac, dtype=np.int64)
         streams = np.asarray(streams, dtype=object)
         own = self.overridden(fac, streams, kinds, fuels)
-        named = own | np.isin(streams, list(dk))
+        sc, su = pd.factorize(streams)   # the streams once (np.isin on strings sorts them)
+        named = own | np.array([s in dk for s in su.tolist()] + [False], dtype=bool)[sc]
         key = np.zeros(len(fac), dtype=np.int64)
-        for part in (np.where(own, fac, -1), np.where(named, streams, ""), kinds, fuels, units, years):
+        for part in (np.where(own, fac, -1), np.where(named, sc, -2), kinds, fuels, units, years):
             c, u = pd.factorize(np.asarray(part, dtype=object) if not isinstance(part, np.ndarray)
                                 or part.dtype == object else part, use_na_sentinel=True)
             key = key * (len(u) + 1) + (c + 1)
@@ -1079,7 +1175,7 @@ class _Rollup:
                 total = np.where(cnt > 0, total, np.nan)
             return total
 
-        carriers = entering & np.isin(kinds.astype(str), ["fuel", "electricity", "steam"])
+        carriers = entering & _oneof(kinds, ("fuel", "electricity", "steam"))
         n_car = np.bincount(prow[carriers], minlength=nper)
         energy = np.where(n_car > 0, psum(carriers, L["energy_gj"], True), 0.0)
         elec = entering & (kinds == "electricity")
@@ -1107,7 +1203,7 @@ class _Rollup:
             sp_energy, sp_kwh, sp_water = spec(energy), spec(kwh), spec(water)
         # main materials
         s = self.T["streams"]
-        main = (s["main_material"] == True) & ~np.isin(s["kind"].astype(str), ["water", "wastewater"])  # noqa: E712
+        main = (s["main_material"] == True) & ~_oneof(s["kind"], ("water", "wastewater"))  # noqa: E712
         is_main = _gmember(fac_f, f["stream#"], s["fac"][main], s["id#"][main], len(ch.ids) + 1) & entering
         mats: dict = {}
         if is_main.any():
@@ -1124,45 +1220,58 @@ class _Rollup:
         out = {}
         good = np.nonzero(self.good & ~ch.fail)[0]
         fac_fields = ch.fac
+        # per facility and per period as Python lists (no numpy scalar per value)
+        fid, fname, fname_en, sector, illus = (fac_fields[k].tolist() for k in
+                                               ("id", "name", "name_en", "sector", "illustrative"))
+        pid, pstart, pend = p["id"].tolist(), p["start"].tolist(), p["end"].tolist()
+        pq_l, pu_l, annual = pq.tolist(), pu.tolist(), self.p_annual.tolist()
+        toe_l = toe.tolist()
+        spec_l = [(key, arr.tolist(), unit) for key, arr, unit in
+                  (("energy", sp_energy, "GJ"), ("electricity", sp_kwh, "kWh"), ("water", sp_water, "m3"))]
+        base_l, latest_l = self.base.tolist(), self.latest.tolist()
+        paths = ch.paths
+        fail = ch.fail
+        nan = math.nan
+        no_opts = no_options()   # (only read: update copies its values)
         for fc in good.tolist():
-            if ch.fail[fc]:
+            if fail[fc]:
                 continue
-            b, lt = int(self.base[fc]), int(self.latest[fc])
-            punit = pu[b]
+            b, lt = base_l[fc], latest_l[fc]
+            punit = pu_l[b]
+            has_lt = lt >= 0
             row = {
-                "facility_id": fac_fields["id"][fc], "facility_name": fac_fields["name"][fc],
-                "facility_name_en": fac_fields["name_en"][fc] or fac_fields["name"][fc],
-                "sector": fac_fields["sector"][fc], "illustrative": bool(fac_fields["illustrative"][fc]),
-                "file": ch.paths[fc],
-                "baseline_period": p["id"][b], "baseline_start": p["start"][b], "baseline_end": p["end"][b],
-                "latest_period": p["id"][lt] if lt >= 0 else None,
-                "latest_start": p["start"][lt] if lt >= 0 else None,
-                "latest_end": p["end"][lt] if lt >= 0 else None,
+                "facility_id": fid[fc], "facility_name": fname[fc],
+                "facility_name_en": fname_en[fc] or fname[fc],
+                "sector": sector[fc], "illustrative": bool(illus[fc]),
+                "file": paths[fc],
+                "baseline_period": pid[b], "baseline_start": pstart[b], "baseline_end": pend[b],
+                "latest_period": pid[lt] if has_lt else None,
+                "latest_start": pstart[lt] if has_lt else None,
+                "latest_end": pend[lt] if has_lt else None,
                 "production_unit": punit,
-                "production_baseline": float(pq[b]),
+                "production_baseline": pq_l[b],
             }
-            row["production_baseline_per_yr"] = row["production_baseline"] * float(self.p_annual[b])
-            row["production_latest"] = float(pq[lt]) if lt >= 0 else math.nan
-            for key, arr, unit in (("energy", sp_energy, "GJ"), ("electricity", sp_kwh, "kWh"), ("water", sp_water, "m3")):
-                bv = float(arr[b])
-                lv = float(arr[lt]) if lt >= 0 else math.nan
-                _resource(row, key, f"{unit}/{punit}" if punit else "", bv, lv)
-            fm = mats.get(fc, {})
-            for st in sorted(fm):
-                d = fm[st]
-                if b not in d:
-                    continue
-                qb = pq[b]
-                bv = d[b] / qb if (qb == qb and qb > 0) else math.nan
-                if lt >= 0 and lt in d:
-                    ql = pq[lt]
-                    lv = d[lt] / ql if (ql == ql and ql > 0) else math.nan
-                else:
-                    lv = math.nan
-                _resource(row, f"material_{st}", f"t/{punit}" if punit else "", bv, lv)
-            row["toe_vn_per_yr_baseline"] = float(toe[b] * self.p_annual[b])
-            row["key_energy_user"] = bool(row["toe_vn_per_yr_baseline"] >= 1000.0)
-            row.update(opts.get(fc) or no_options())
+            row["production_baseline_per_yr"] = pq_l[b] * annual[b]
+            row["production_latest"] = pq_l[lt] if has_lt else nan
+            for key, arr, unit in spec_l:
+                _resource(row, key, f"{unit}/{punit}" if punit else "", arr[b], arr[lt] if has_lt else nan)
+            fm = mats.get(fc)
+            if fm:
+                for st in sorted(fm):
+                    d = fm[st]
+                    if b not in d:
+                        continue
+                    qb = pq_l[b]
+                    bv = d[b] / qb if (qb == qb and qb > 0) else nan
+                    if has_lt and lt in d:
+                        ql = pq_l[lt]
+                        lv = d[lt] / ql if (ql == ql and ql > 0) else nan
+                    else:
+                        lv = nan
+                    _resource(row, f"material_{st}", f"t/{punit}" if punit else "", bv, lv)
+            row["toe_vn_per_yr_baseline"] = toe_l[b] * annual[b]
+            row["key_energy_user"] = row["toe_vn_per_yr_baseline"] >= 1000.0
+            row.update(opts.get(fc) or no_opts)
             out[fc] = row
         return out
 
@@ -1227,20 +1336,24 @@ class _Rollup:
                 summ = self.summarise(rows, q_comb, e_inc, ENERGY_KINDS, WASTE_T_KINDS)
         out: dict = {}
         fail = ch.fail
+        template = no_options()
+        counts_l = [(key, arr.tolist()) for key, arr in counts.items()]   # Python numbers
+        # (as floats: np.bincount of no rows is an integer array)
+        summ_l = [(key, summ[key].astype(float).tolist()) for key in
+                  ("saving_gj_per_yr", "toe_vn_per_yr", "co2e_t_per_yr", "water_m3_per_yr", "waste_t_per_yr")]
+        saving, opex_l, inv_l, grant_l = (x.astype(float).tolist() for x in
+                                          (summ["_saving"], sums["_opex"], sums["_inv"], sums["_grant"]))
         for fc in facs_with.tolist():
             if fail[fc]:
                 continue
-            d = no_options()
-            for key, arr in counts.items():
-                d[key] = int(arr[fc])
-            d["saving_gj_per_yr"] = float(summ["saving_gj_per_yr"][fc])
-            d["toe_vn_per_yr"] = float(summ["toe_vn_per_yr"][fc])
-            d["co2e_t_per_yr"] = float(summ["co2e_t_per_yr"][fc])
-            d["water_m3_per_yr"] = float(summ["water_m3_per_yr"][fc])
-            d["waste_t_per_yr"] = float(summ["waste_t_per_yr"][fc])
-            d["net_saving_vnd_per_yr"] = float(summ["_saving"][fc]) - float(sums["_opex"][fc])
-            d["investment_vnd"] = float(sums["_inv"][fc])
-            d["grant_vnd"] = float(sums["_grant"][fc])
+            d = template.copy()
+            for key, arr in counts_l:
+                d[key] = arr[fc]
+            for key, arr in summ_l:
+                d[key] = arr[fc]
+            d["net_saving_vnd_per_yr"] = saving[fc] - opex_l[fc]
+            d["investment_vnd"] = inv_l[fc]
+            d["grant_vnd"] = grant_l[fc]
             net_inv = d["investment_vnd"] - d["grant_vnd"]
             sav = d["net_saving_vnd_per_yr"]
             d["payback_yr"] = net_inv / sav if sav and sav > 0 else math.inf
@@ -1259,13 +1372,14 @@ class _Rollup:
 
         from cpa.options import OUT_KINDS
 
-        if self._abase is not None:
+        if self._ctx:
             return
+        self._ctx = True
         f = self.T["flows"]
-        out_kind = np.isin(self.f_kind.astype(str), list(OUT_KINDS))
+        out_kind = _oneof(self.f_kind, OUT_KINDS)
         crosses = np.where(out_kind, ~_notnone(f["to"]), ~_notnone(f["from"]))
         idx = np.nonzero(crosses)[0]
-        self._abase, self._first_unit = {}, {}
+        self._firsts = None
         self._parts = self._bgroups = None
         if not len(idx):
             return
@@ -1289,40 +1403,14 @@ class _Rollup:
         gfac, gpr, gst = fac[first], prow[first], st[first]
         annual = self.p_annual
         isb = np.nonzero(self.base[gfac] == gpr)[0]
-        self._abase = dict(zip(zip(gfac[isb].tolist(), gst[isb].tolist(), strict=True),
-                               zip((qsum[isb] * annual[gpr[isb]]).tolist(), gunit[isb].tolist(), strict=True),
-                               strict=True))
         self._bgroups = _Lookup(gfac[isb], gst[isb], isb)
+        self._gq = qsum * annual[gpr]   # per group: its sum as a year (used for the baseline ones)
         firsts = np.unique(pd.factorize(fac.astype(np.int64) * m + sg)[0], return_index=True)[1]
-        self._first_unit = dict(zip(zip(fac[firsts].tolist(), st[firsts].tolist(), strict=True),
-                                    units[firsts].tolist(), strict=True))
+        self._firsts = _Lookup(fac[firsts], st[firsts], units[firsts])
         order = np.argsort(g, kind="stable")
         starts = np.searchsorted(g[order], np.arange(len(first) + 1))
         tou = np.asarray(f["time_of_use"], dtype=object)[idx]
         self._parts = (order, starts, x, tou, qsum, gunit)
-
-    def annual_baseline(self, fc, stream):
-        hit = self._abase.get((fc, stream))
-        if hit is None:
-            return 0.0, self.stream_unit(fc, stream)
-        return hit
-
-    def stream_unit(self, fc, stream):
-        hit = self._abase.get((fc, stream))
-        if hit is not None:
-            return hit[1]
-        key = (fc, stream)
-        if key in self._sunit:
-            return self._sunit[key]
-        u = self._first_unit.get(key)
-        if u is None:
-            for comp in ("purchase", "sale", "treatment", "disposal"):
-                price = self.price(fc, stream, comp, "flat")
-                if price is not None:
-                    u = price[1]
-                    break
-        self._sunit[key] = u
-        return u
 
     def price_table(self):
         """The prices in force at each facility's baseline midpoint (cpa.prices.PriceBook.get),
@@ -1370,12 +1458,6 @@ class _Rollup:
         }
         return hit
 
-    def price(self, fc, stream, comp, tou):
-        """(VND per unit, unit) in force at the baseline's midpoint (cpa.prices.PriceBook.get)."""
-        pt = self.price_table()
-        i = pt["lookup"].d.get((fc, f"{stream}\x00{comp}\x00{tou}"))
-        return None if i is None else (float(pt["vnd"][i]), pt["per"][i])
-
     def unit_costs(self, fac, streams, units) -> np.ndarray:
         """cpa.options unit costs element-wise [VND per unit], computed once per distinct
         (facility, stream, unit) by joining the baseline's flow parts with the resolved price
@@ -1397,9 +1479,9 @@ class _Rollup:
         _, first, inv = np.unique(key, return_index=True, return_inverse=True)
         tf, ts, tu = fac[first], streams[first], units[first]
         nt = len(tf)
-        kinds = self.kind_of.get(tf, ts).astype(str)
-        is_in = np.isin(kinds, list(INPUT_KINDS))
-        needs = is_in | np.isin(kinds, ["wastewater", "solid_waste", "hazardous_waste", "by_product"])
+        kinds = self.kind_of.get(tf, ts)
+        is_in = _oneof(kinds, INPUT_KINDS)
+        needs = is_in | _oneof(kinds, ("wastewater", "solid_waste", "hazardous_waste", "by_product"))
         pt = self.price_table()
         # the parts of each triple: its stream's baseline group, or one part of 1 in its own unit
         order, starts, x, tou, qsum, gunit = self._parts if self._parts is not None else (None,) * 6
@@ -1467,31 +1549,6 @@ class _Rollup:
         vals = np.array([self.cf(ua[p // len(ub)], ub[p % len(ub)]) for p in pu.tolist()], dtype=float)
         return vals[pc]
 
-    def conv_of(self, fc, stream, unit):
-        key = (fc, stream, unit)
-        memo = self._conv_memo
-        hit = memo.get(key)
-        if hit is None:
-            b = int(self.base[fc])
-            kind = self.kind_of.d.get((fc, stream))
-            fuel = self.fuel_of.d.get((fc, stream))
-            hit = memo[key] = self.conversion(fc, stream, kind, fuel, unit, int(self.p_year[b]))
-        return hit
-
-    def share(self, value, unit):
-        from cpa.units import dimension_of
-
-        try:
-            if dimension_of(unit) != "dimensionless":
-                return None
-        except Exception:  # noqa: BLE001
-            return None
-        k = self.cf(unit, "%")
-        if k != k:
-            return None
-        s = float(value) * k / 100.0
-        return s if 0.0 <= s <= 1.0 else None
-
     def effect_rows(self):
         """The changes of every effect row, stand-alone (cpa.options.effect_changes), as flat
         arrays: one row per change (substitute and recover effects may have two). Effects that
@@ -1506,11 +1563,15 @@ class _Rollup:
         streams = e["stream"].tolist()
         val = np.asarray(e["value"], dtype=float)
         units = e["unit"].tolist()
-        fl = efac.tolist()
-        abase = self._abase
-        hits = [abase.get(k) for k in zip(fl, streams, strict=True)]
-        q0 = np.array([h[0] if h is not None else 0.0 for h in hits], dtype=float)
-        su = [h[1] if h is not None else None for h in hits]
+        # the annual baseline of each effect's stream and its unit (0 and None if none)
+        q0 = np.zeros(ne)
+        sua = np.full(ne, None, dtype=object)
+        if self._bgroups is not None:
+            gi = self._bgroups.get(efac, e["stream"], -1).astype(np.int64)
+            hit = gi >= 0
+            q0[hit] = self._gq[gi[hit]]
+            sua[hit] = self._parts[5][gi[hit]]
+        su = sua.tolist()
         is_money = eff == "money"
         # money: VND, else VND/yr
         money = np.full(ne, np.nan)
@@ -1528,7 +1589,7 @@ class _Rollup:
         q = np.full(ne, np.nan)
         # shares
         share = np.full(ne, np.nan)
-        wants_share = np.isin(eff, ["reduce_share", "substitute", "recover"])
+        wants_share = _oneof(eff, ("reduce_share", "substitute", "recover"))
         if wants_share.any():
             si = np.nonzero(wants_share)[0]
             ks = np.array([self.share_factor(units[i]) for i in si.tolist()], dtype=float)
@@ -1558,29 +1619,11 @@ class _Rollup:
         r_stream = [s if not m else (s or "") for s, m in zip(streams, is_money.tolist(), strict=True)]
         r_q = q
         r_unit = ["VND" if m else u for u, m in zip(su, is_money.tolist(), strict=True)]
-        extra_eff, extra_stream, extra_q, extra_unit = [], [], [], []
-        other = np.nonzero(np.isin(eff, ["substitute", "recover"]))[0]
-        to = e["to_stream"]
-        for i in other.tolist():
-            fc = fl[i]
-            if fail[fc]:
-                continue
-            try:
-                c = self._changes(fc, eff[i], streams[i], float(val[i]), units[i], to[i], INPUT_KINDS, OUT_KINDS)
-            except Exception:  # noqa: BLE001
-                c = None
-            if c is None:
-                fail[fc] = True
-                continue
-            chs = c[2]
-            r_q[i] = chs[0][1]
-            r_unit[i] = chs[0][2]
-            for st, qq, u, _role in chs[1:]:
-                extra_eff.append(i)
-                extra_stream.append(st)
-                extra_q.append(qq)
-                extra_unit.append(u)
-        known = np.isin(eff, ["money", "reduce_share", "reduce_amount", "reduce_per_unit", "substitute", "recover"])
+        other = np.nonzero(_oneof(eff, ("substitute", "recover")))[0]
+        other = other[~fail[efac[other]]]
+        extra_eff, extra_stream, extra_q, extra_unit = self.substitute_recover(
+            other, q0, sua, share, r_q, INPUT_KINDS, OUT_KINDS)
+        known = _oneof(eff, ("money", "reduce_share", "reduce_amount", "reduce_per_unit", "substitute", "recover"))
         fail[efac[~known]] = True
         return {
             "eff": np.array(r_eff + extra_eff, dtype=np.int64),
@@ -1592,6 +1635,115 @@ class _Rollup:
             "is_money": np.concatenate([is_money, np.zeros(len(extra_eff), dtype=bool)]),
             "is_share": wants_share,
         }
+
+    def stream_units(self, fac, streams) -> np.ndarray:
+        """The unit of each (facility, stream) (cpa.options.Context.stream_unit): of its
+        baseline, else of its first crossing flow, else of its flat purchase, sale, treatment or
+        disposal price; None if none."""
+        n = len(fac)
+        out = np.full(n, None, dtype=object)
+        todo = np.ones(n, dtype=bool)
+        if self._bgroups is not None:
+            gi = self._bgroups.get(fac, streams, -1).astype(np.int64)
+            hit = gi >= 0
+            out[hit] = self._parts[5][gi[hit]]
+            todo &= ~hit
+        if todo.any() and self._firsts is not None:
+            u = self._firsts.get(fac[todo], streams[todo])
+            ti = np.flatnonzero(todo)
+            got = _notnone(u)   # a unit that is None: looked for further (as a dict's get)
+            out[ti[got]] = u[got]
+            todo[ti[got]] = False
+        if todo.any():
+            pt = self.price_table()
+            for comp in ("purchase", "sale", "treatment", "disposal"):
+                ti = np.flatnonzero(todo)
+                if not len(ti):
+                    break
+                pi = pt["lookup"].get(fac[ti], _join_keys(streams[ti], comp, "flat"), -1).astype(np.int64)
+                got = pi >= 0
+                out[ti[got]] = pt["per"][pi[got]]
+                todo[ti[got]] = False
+        return out
+
+    def substitute_recover(self, idx, q0, su, share, r_q, INPUT_KINDS, OUT_KINDS):  # noqa: N803
+        """The changes of the substitute and recover effects ``idx`` (cpa.options.effect_changes),
+        vectorised: sets their own stream's quantity in ``r_q``, marks the facilities whose
+        effect cannot be computed ``fail``, and returns the second rows (effect, stream,
+        quantity, unit) in the order of the effects."""
+        e = self.T["effects"]
+        fail = self.ch.fail
+        none = ([], [], [], [])
+        if not len(idx):
+            return none
+        fac = e["fac"][idx]
+        st = np.asarray(e["stream"], dtype=object)[idx]
+        to = np.asarray(e["to_stream"], dtype=object)[idx]
+        sun = su[idx]
+        sub = np.asarray(e["effect"][idx] == "substitute", dtype=bool)
+        ok = np.array([isinstance(x, str) and x != "" for x in st.tolist()], dtype=bool)
+        has_to = np.array([isinstance(x, str) and x != "" for x in to.tolist()], dtype=bool)
+        ok &= has_to | ~sub
+        ok &= sub | _oneof(self.kind_of.get(fac, st), OUT_KINDS)   # recover: from an output
+        s = share[idx]
+        amount = s * q0[idx]        # saved (substitute), recovered (recover)
+        # the unit of the target stream
+        tunit = np.full(len(idx), None, dtype=object)
+        ti = np.flatnonzero(ok & has_to)
+        if len(ti):
+            tunit[ti] = self.stream_units(fac[ti], to[ti])
+        tunit = np.array([u or ("t" if sb else d) for u, sb, d in zip(tunit.tolist(), sub.tolist(), sun.tolist(),
+                                                                     strict=True)] + [None], dtype=object)[:-1]
+        # a recovered stream into the target's unit, by units where they convert
+        k = np.full(len(idx), np.nan)
+        rt = np.flatnonzero(ok & has_to & ~sub)
+        if len(rt):
+            k[rt] = [self.cf(u, v) for u, v in zip(sun[rt].tolist(), tunit[rt].tolist(), strict=True)]
+        # conversions where needed: every substitute, recover where the units do not convert
+        need = np.flatnonzero(ok & has_to & (sub | np.isnan(k)))
+        x = np.full(len(idx), np.nan)
+        if len(need):
+            nf = fac[need]
+            years = self.p_year[self.base[nf]]
+            both_f = np.concatenate([nf, nf])
+            both_s = np.concatenate([st[need], to[need]])
+            both_u = np.concatenate([sun[need], tunit[need]])
+            lay = self.layers(both_f, both_s, self.kind_of.get(both_f, both_s), self.fuel_of.get(both_f, both_s),
+                              both_u, np.concatenate([years, years]))
+            a, b = lay[: len(need)], lay[len(need):]
+            ok[need] &= ~fail[nf]   # a conversion that fails
+            gi = _LAYERS.index("energy_gj")
+            hs, ht = a[:, gi], b[:, gi]
+            is_sub = sub[need]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                good = (hs > 0) & (ht > 0)   # (NaN: not)
+                x[need[is_sub]] = (amount[need] * hs / ht)[is_sub]
+                ok[need[is_sub & ~good]] = False
+                found = np.zeros(len(need), dtype=bool)
+                xr = np.full(len(need), np.nan)
+                for layer in ("mass_t", "water_m3", "energy_gj"):
+                    li = _LAYERS.index(layer)
+                    xa, ya = a[:, li], b[:, li]
+                    use = ~found & ~np.isnan(xa) & ~np.isnan(ya) & (ya > 0)
+                    xr[use] = amount[need][use] * xa[use] / ya[use]
+                    found |= use
+            rec = ~is_sub
+            x[need[rec]] = xr[rec]
+            ok[need[rec & ~found]] = False
+        withk = ~sub & ~np.isnan(k)
+        x[withk] = amount[withk] * k[withk]
+        fail[fac[~ok]] = True
+        r_q[idx[ok]] = amount[ok]
+        # the second rows: substitute adds the target; recover books it as recovered (an input)
+        # or added (a product or by-product)
+        tkind = np.full(len(idx), None, dtype=object)
+        if len(ti):
+            tkind[ti] = self.kind_of.get(fac[ti], to[ti])
+        into = ~sub & _oneof(tkind, INPUT_KINDS)
+        added = sub | (~sub & ~into & _oneof(tkind, ("by_product", "product")))
+        second = ok & has_to & (into | added)
+        sel = np.flatnonzero(second)
+        return (idx[sel].tolist(), to[sel].tolist(), np.where(into, x, -x)[sel].tolist(), tunit[sel].tolist())
 
     def share_factor(self, unit) -> float:
         """cf(unit, %) for a dimensionless unit (NaN otherwise): share = value × it / 100."""
@@ -1614,86 +1766,6 @@ class _Rollup:
         if k != k:
             k = self.cf(unit, f"({su})/yr")
         return k
-
-    def _changes(self, fc, eff, stream, value, unit, to, INPUT_KINDS, OUT_KINDS):  # noqa: N803
-        if eff == "money":
-            k = self.cf(unit, "VND")
-            if k != k:
-                k = self.cf(unit, "VND/yr")
-            if k != k:
-                return None
-            return ("money", value * k)
-        if not isinstance(stream, str) or not stream:
-            return None
-        q0, su = self.annual_baseline(fc, stream)
-        if not q0 > 0:
-            return None
-        if eff == "reduce_share":
-            s = self.share(value, unit)
-            return None if s is None else ("share", stream, [(stream, s * q0, su, "reduced")])
-        if eff == "reduce_amount":
-            k = self.cf(unit, su)
-            if k != k:
-                k = self.cf(unit, f"({su})/yr")
-            if k != k:
-                return None
-            return ("plain", stream, [(stream, value * k, su, "reduced")])
-        if eff == "reduce_per_unit":
-            b = int(self.base[fc])
-            p, punit = self.pq[b] * float(self.p_annual[b]), self.pu[b]
-            if not p > 0:
-                return None
-            k = self.cf(unit, f"({su})/({punit})")
-            if k != k:
-                return None
-            per = value * k
-            return ("plain", stream, [(stream, per * p, su, "reduced")])
-        if eff == "substitute":
-            s = self.share(value, unit)
-            if s is None or not isinstance(to, str) or not to:
-                return None
-            to_unit = self.stream_unit(fc, to) or "t"
-            c_from, c_to = self.conv_of(fc, stream, su), self.conv_of(fc, to, to_unit)
-            if isinstance(c_from, Exception) or isinstance(c_to, Exception):
-                return None
-            h_from, h_to = c_from.energy_gj, c_to.energy_gj
-            if not (h_from == h_from and h_from > 0) or not (h_to == h_to and h_to > 0):
-                return None
-            saved = s * q0
-            added = saved * h_from / h_to
-            return ("share", stream, [(stream, saved, su, "reduced"), (to, -added, to_unit, "added")])
-        if eff == "recover":
-            s = self.share(value, unit)
-            if s is None:
-                return None
-            if self.kind_of.d.get((fc, stream)) not in OUT_KINDS:
-                return None
-            rec = s * q0
-            ch = [(stream, rec, su, "reduced")]
-            if isinstance(to, str) and to:
-                to_kind = self.kind_of.d.get((fc, to))
-                to_unit = self.stream_unit(fc, to) or su
-                k = self.cf(su, to_unit)
-                if k == k:
-                    x = rec * k
-                else:
-                    a, b_ = self.conv_of(fc, stream, su), self.conv_of(fc, to, to_unit)
-                    if isinstance(a, Exception) or isinstance(b_, Exception):
-                        return None
-                    x = None
-                    for layer in ("mass_t", "water_m3", "energy_gj"):
-                        xa, ya = getattr(a, layer), getattr(b_, layer)
-                        if xa == xa and ya == ya and ya > 0:
-                            x = rec * xa / ya
-                            break
-                    if x is None:
-                        return None
-                if to_kind in INPUT_KINDS:
-                    ch.append((to, x, to_unit, "recovered"))
-                elif to_kind in ("by_product", "product"):
-                    ch.append((to, -x, to_unit, "added"))
-            return ("share", stream, ch)
-        return None
 
     def apply(self, order, rows, e_inc, e_opos) -> np.ndarray:
         """Book every effect against what the options before it left (cpa.options._apply), both
@@ -1723,7 +1795,6 @@ class _Rollup:
         m = len(uniq) + 1
         r_code, e_code = codes[: len(r_stream)], codes[len(r_stream):]
         mo = int(e_opos.max()) + 2 if ne else 1
-        abase = self._abase
         q_out = np.full(len(r_eff), np.nan)
         r_pos = pos[r_eff]
         r_slot = rows["slot"]
@@ -1748,10 +1819,9 @@ class _Rollup:
             st_of[r_slotk] = r_stream
             fac_of[e_slotk] = efac
             st_of[e_slotk] = src_stream
-            for j, (f, s) in enumerate(zip(fac_of.tolist(), st_of.tolist(), strict=True)):
-                h = abase.get((f, s))
-                if h is not None:
-                    base[j] = h[0]
+            if self._bgroups is not None:   # the annual baseline of the slot's stream (else 0)
+                gi = self._bgroups.get(fac_of, st_of, -1).astype(np.int64)
+                base[gi >= 0] = self._gq[gi[gi >= 0]]
             left = base.copy()
             idx = np.nonzero(r_use)[0]
             steps = np.lexsort((r_slot[idx], r_pos[idx]))
@@ -1809,7 +1879,6 @@ class _Rollup:
         col = {k: np.where(np.isnan(lay[:, i]), 0.0, q * lay[:, i]) for i, k in enumerate(_LAYERS)}
         cost = self.unit_costs(pf, pst, pun)
         money = q * cost
-        kinds_s = kinds.astype(str)
 
         def total(v, mask=None):
             if mask is None:
@@ -1821,11 +1890,11 @@ class _Rollup:
         mv = rows["money"][mi]
         saving = saving + np.bincount(fac[mi], weights=np.where(np.isnan(mv), 0.0, mv), minlength=n)
         return {"_saving": saving,
-                "saving_gj_per_yr": total(col["energy_gj"], np.isin(kinds_s, list(energy_kinds))),
+                "saving_gj_per_yr": total(col["energy_gj"], _oneof(kinds, energy_kinds)),
                 "toe_vn_per_yr": total(col["toe_vn"]),
                 "co2e_t_per_yr": total(col["co2_fossil_t"] + col["co2e_other_t"]),
-                "water_m3_per_yr": total(col["water_m3"], kinds_s == "water"),
-                "waste_t_per_yr": total(col["mass_t"], np.isin(kinds_s, list(waste_kinds)))}
+                "water_m3_per_yr": total(col["water_m3"], _oneof(kinds, ("water",))),
+                "waste_t_per_yr": total(col["mass_t"], _oneof(kinds, waste_kinds))}
 
 
 def _python_sum_inv(o) -> np.ndarray:
@@ -1858,7 +1927,7 @@ def _resource(row, key, unit, b_val, l_val):
 
 def _run_chunk(paths: list) -> tuple:
     """Load and roll up one chunk: (entries, stats); an entry per path is
-    ("row", id, row) | ("error", id, exception) | ("invalid", problems)."""
+    ("row", id, (columns, values)) | ("error", id, exception) | ("invalid", problems)."""
     from cpa.programme import Settings, facility_row
     from cpa.worksheet import read
 
@@ -1886,10 +1955,16 @@ def _run_chunk(paths: list) -> tuple:
         stats["fast_error"] = repr(exc)
         rows = {}
     entries = []
+    keysets: dict = {}   # one tuple object per distinct set of columns (pickled once)
+
+    def packed(row: dict) -> tuple:
+        keys = tuple(row)
+        return keysets.setdefault(keys, keys), tuple(row.values())
+
     for i, p in enumerate(ch.paths):
         row = rows.get(i)
         if row is not None:
-            entries.append(("row", row["facility_id"], row))
+            entries.append(("row", row["facility_id"], packed(row)))
             stats["fast"] += 1
             continue
         stats["exact"] += 1
@@ -1898,7 +1973,7 @@ def _run_chunk(paths: list) -> tuple:
             entries.append(("invalid", ws.problems))
             continue
         try:
-            entries.append(("row", ws.id, facility_row(ws, Settings())))
+            entries.append(("row", ws.id, packed(facility_row(ws, Settings()))))
         except Exception as exc:  # noqa: BLE001 - raised in order by programme_table_bulk
             entries.append(("error", ws.id, exc))
     return entries, stats
@@ -1999,6 +2074,18 @@ def programme_table_bulk(bulk: Bulk, settings=None):
         Two facilities with the same id (the message of :func:`cpa.programme.programme_table`),
         or the error a facility's roll-up stops with (the first one, in the order of the paths).
     """
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()   # many small objects, no cycles: the collector would only rescan them
+    try:
+        return _table(bulk, settings)
+    finally:
+        if was:
+            gc.enable()
+
+
+def _table(bulk: Bulk, settings):
     import pandas as pd
 
     from cpa.programme import Settings, _target
@@ -2013,21 +2100,38 @@ def programme_table_bulk(bulk: Bulk, settings=None):
             raise CPAError(f"two facilities have the id {fid!r}: {seen[fid]} and {p}; "
                            "give each facility its own id in its facility table")
         seen[fid] = p
-    rows = []
-    targets: dict = {}   # the target columns of each distinct set of columns
+    # rows come as (columns, values); the frame is built from tuples over the union of the
+    # columns in order of first appearance, NaN where a row has no such column: exactly what
+    # pd.DataFrame(list of dicts) builds (the same object matrix, the same conversion)
+    packed = []
     for e in bulk.rows:
         if e[0] == "error":
             raise e[2]
         if e[0] == "row":
-            row = e[2]
-            keys = tuple(row)
-            tk = targets.get(keys)
-            if tk is None:
-                tk = targets[keys] = [(k, k[: -len("_target")] + "_change_pct") for k in keys if k.endswith("_target")]
-            for k, pct in tk:
-                row[k] = _target(row[pct], settings)
-            rows.append(row)
-    return pd.DataFrame(rows)
+            packed.append(e[2])
+    if not packed:
+        return pd.DataFrame([])
+    columns: dict = {}
+    for keys in dict.fromkeys(k for k, _ in packed):   # distinct sets of columns, in order
+        for k in keys:
+            columns.setdefault(k, len(columns))
+    # column by column: the rows of each set of columns transposed, their targets set, and
+    # scattered into the union's columns; then back to row tuples for pd.DataFrame
+    n = len(packed)
+    groups: dict = {}
+    for r, (keys, _) in enumerate(packed):
+        groups.setdefault(keys, []).append(r)
+    cols = [np.full(n, math.nan, dtype=object) for _ in columns]
+    for keys, ridx in groups.items():
+        by_col = list(zip(*(packed[r][1] for r in ridx), strict=True))
+        pos = {k: j for j, k in enumerate(keys)}
+        for j, k in enumerate(keys):
+            if k.endswith("_target"):
+                by_col[j] = [_target(v, settings) for v in by_col[pos[k[: -len("_target")] + "_change_pct"]]]
+        at = np.array(ridx, dtype=np.int64)
+        for j, k in enumerate(keys):
+            cols[columns[k]][at] = np.fromiter(by_col[j], dtype=object, count=len(ridx))
+    return pd.DataFrame(list(zip(*(c.tolist() for c in cols), strict=True)), columns=list(columns))
 
 
 def programme_from_paths(paths, settings=None, allow_invalid: bool = False):

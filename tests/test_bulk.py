@@ -304,3 +304,111 @@ def test_chunks_cover_the_paths_in_order(n, w):
     chunks = bulk._chunks(list(range(n)), w)
     assert [x for c in chunks for x in c] == list(range(n))
     assert all(len(c) <= bulk.CHUNK for c in chunks)
+
+
+def _cells_as_text(res):
+    codes, uniq = res
+    return [[uniq[c] for c in row] for row in codes.tolist()]
+
+
+@pytest.mark.parametrize("many_long", [False, True])
+def test_cells_by_bytes_as_by_strings(many_long):
+    # cells are numbered by their UTF-8 bytes (≤ 7, 8–15 bytes, longer): the same cells as
+    # splitting the text into strings, equal cells with one code, different cells apart
+    import random
+
+    rng = random.Random(3)
+    pieces = ["", " ", "a", " a ", "a\x00", "1234567", "12345678", "123456789012345", "1234567890123456",
+              " 12345678 ", "Giải pháp", " Giải pháp tiết kiệm ", "tiết", "x" * 40, "x" * 41, "7", "07",
+              "\u00e9", "e\u0301", "1.5", "1,5"]
+    if not many_long:
+        pieces = [p for p in pieces if len(p.encode()) <= 15] + ["a long cell of many bytes"]
+    width = 4
+    blocks, counts = [], []
+    for _ in range(60):
+        k = rng.randint(0, 4)
+        rows = ["|" + "|".join(rng.choice(pieces) for _ in range(width)) + "|" for _ in range(k)]
+        blocks.append("\n".join(rows))
+        counts.append(k)
+    fast = bulk._Chunk._cells(blocks, counts, width)
+    slow = bulk._Chunk._cells_str(blocks, counts, width)
+    assert _cells_as_text(fast) == _cells_as_text(slow)
+    codes, uniq = fast
+    assert len(set(uniq.tolist())) == len(uniq)          # one code per distinct cell
+    assert sorted(uniq.tolist()) == sorted(slow[1].tolist())
+
+
+@pytest.mark.parametrize("rows", ["|a|b|\n|c|d", "|a|b|\n|c|d|e|", "a|b|\n|c|d|", "|a|b\n|c|d|"])
+def test_cells_of_the_wrong_shape(rows):
+    counts = [rows.count("\n") + 1]
+    assert bulk._Chunk._cells([rows], counts, 2) is None
+    assert bulk._Chunk._cells_str([rows], counts, 2) is None
+
+
+def test_table_from_packed_rows_as_from_dicts():
+    # rows with different sets of columns (materials, options): the table built from the packed
+    # rows is the one pd.DataFrame builds from the row dicts (columns in order of appearance,
+    # NaN where a row has no such column, the same dtypes)
+    nan = float("nan")
+    dicts = [{"facility_id": "a", "x_change_pct": 10.0, "x_target": None, "flag": True, "n": 1},
+             {"facility_id": "b", "material_s_unit": "t/t", "x_change_pct": nan, "x_target": None, "n": 2},
+             {"facility_id": "c", "x_change_pct": -7.0, "x_target": None, "flag": False, "n": 3,
+              "latest": None, "material_r_unit": "t/t"},
+             {"facility_id": "d", "x_change_pct": -7.0, "x_target": None, "flag": False, "n": 3,
+              "latest": None, "material_r_unit": "t/t"}]
+    settings = Settings(target_low_pct=5, target_high_pct=8)
+    b = bulk.Bulk(paths=["p1", "p2", "p3", "p4", "p5"], invalid={"p5": []}, stats={},
+                  rows=[("row", d["facility_id"], (tuple(d), tuple(d.values()))) for d in dicts] + [("invalid", [])])
+    from cpa.programme import _target
+
+    expected = []
+    for d in dicts:
+        d = dict(d)
+        d["x_target"] = _target(d["x_change_pct"], settings)
+        expected.append(d)
+    pd.testing.assert_frame_equal(bulk.programme_table_bulk(b, settings), pd.DataFrame(expected))
+    empty = bulk.Bulk(paths=["p"], invalid={"p": []}, stats={}, rows=[("invalid", [])])
+    pd.testing.assert_frame_equal(bulk.programme_table_bulk(empty), pd.DataFrame([]))
+
+
+@pytest.mark.parametrize("effects", [
+    # recovery into streams of other units (by units, else by mass, water or energy), into a
+    # product, a by-product, an auxiliary; substitution by electricity
+    ["| o1 | recover | ww | 20 | % | water |", "| o2 | recover | hw | 50 | % | r1 |",
+     "| o3 | recover | sw | 10 | % | water |", "| o4 | substitute | fuel | 10 | % | elec |",
+     "| o5 | recover | sw | 5 | % | prod |"],
+    ["| o3 | recover | evap | 10 | % | water |", "| o4 | recover | byp | 10 | % | a2 |",
+     "| o5 | recover | ww | 10 | % | byp |"],
+    ["| o2 | substitute | fuel | 20 | % | steam |"],   # steam without flows: in t, no energy
+    ["| o1 | recover | sw | 10 | % | im1 |"],   # recovered into a stream without a baseline flow
+    # the errors: substitution without a target or into a stream without energy, recovery of an
+    # input, a share above 100 %
+    ["| o1 | substitute | fuel | 10 | % | |"],
+    ["| o1 | substitute | fuel | 10 | % | water |"],
+    ["| o1 | recover | water | 10 | % | r1 |"],
+    ["| o1 | recover | sw | 150 | % | r1 |"],
+    ["| o1 | reduce_share | water | 10 | % | |", "| o2 | substitute | fuel | 10 | kg | husk |"],
+])
+def test_substitute_recover_parity(effects, synthetic, tmp_path):
+    p = _with_effects(synthetic, tmp_path, "subrec", effects)
+    try:
+        programme_table([read(p)])
+    except CPAError as exact:
+        with pytest.raises(CPAError) as fast:
+            bulk.programme_table_bulk(bulk.load_many([p]))
+        assert type(fast.value) is type(exact) and str(fast.value) == str(exact)
+        return
+    b, _ = _same([p, *synthetic[0][:2]])
+    assert b.stats["fast"] == 3
+
+
+@pytest.mark.parametrize("spare", [0, -1])
+def test_size_limit_as_the_exact_reader(synthetic, monkeypatch, spare):
+    # a file of exactly the limit is read by the fast path; one byte more goes to the exact reader
+    import cpa.worksheet
+
+    p = synthetic[0][0]
+    monkeypatch.setattr(cpa.worksheet, "MAX_TEXT_BYTES", os.path.getsize(p) + spare)
+    b = bulk.load_many([p], workers=1)
+    assert (b.stats["fast"], b.stats["exact"]) == ((1, 0) if spare == 0 else (0, 1))
+    assert list(b.invalid) == ([p] if read(p).errors else [])
