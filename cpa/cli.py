@@ -153,5 +153,30 @@ def _register():
 
 _register()
 
+
+def run() -> None:
+    """The command line (the `cpa` script and `python -m cpa.cli`): :func:`main`, then a quick
+    exit. A run that built booklets leaves a large heap (pandas, matplotlib, typst's caches);
+    freeing it object by object at interpreter exit took about 0.5 s. Everything cpa writes is
+    closed and in place before :func:`main` returns, so once the terminal output is flushed the
+    process ends at once. (Tests call :func:`main` through click's runner, never this.)"""
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # `cpa ... | head`, or a closed stream
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()
