@@ -61,8 +61,10 @@ _ODD_CHARS = tuple("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")   # (the escape and
 _INDENTED_ROW = re.compile(r"\n[^\S\n]+\|")   # a section body starts with "\n"
 _OTHER_HEADING = re.compile(r"\n##[^\S\n]")
 _BLOCK = re.compile(r"\n(\|[^\n]*(?:\n\|[^\n]*)*)")
-# a section of the common layout: title, an empty line, header, separator, rows ("\n|...|" each)
-_PLAIN_SECTION = re.compile(r"\n## ([^\n]*)\n\n(\|[^\n]*\|)\n(\|[^\n]*\|)((?:\n\|[^\n]*\|)*)(?=\n|$)")
+# a section of the common layout: title, an empty line, header, separator, rows ("\n|...|" each);
+# the rows possessive (no backtracking into them: where fewer rows would be needed for a match,
+# a line starting with "|" would be left outside the tables, and the general scan decides anyway)
+_PLAIN_SECTION = re.compile(r"\n## ([^\n]*)\n\n(\|[^\n]*\|)\n(\|[^\n]*\|)((?:\n\|[^\n]*\|)*+)(?=\n|$)")
 _SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 _ANY_AMBIGUOUS = re.compile(r"(?m)^[+-]?[1-9]\d{0,2}\.\d{3}$")
 _NOT_PLAIN = str.maketrans("", "", "0123456789.+-eE\n")   # deletes what a plain number may hold
