@@ -442,3 +442,15 @@ def test_lookup_matches_a_dictionary():
         assert lk.get(qf, qk, "none").tolist() == want
         assert lk.get(qf, qk, "none", gkeys=qg).tolist() == want
         assert other.get(qf, qk, "none").tolist() == [w if w == "none" else -w for w in want]
+
+
+# a table's last line with something after its last "|": the plain scan's rows (matched
+# possessively) do not take it, the general scan or the exact reader decides, as before
+@pytest.mark.parametrize("after", ["  ", " x", "\t", " |  "])
+def test_text_after_the_last_pipe_parity(synthetic, tmp_path, after):
+    text = open(synthetic[0][0], encoding="utf-8").read()
+    assert "|\n\n## steps\n" in text
+    text = text.replace("|\n\n## steps\n", "|" + after + "\n\n## steps\n", 1)
+    p = tmp_path / "after.cpa.md"
+    p.write_text(text, encoding="utf-8")
+    _same([str(p), synthetic[0][1]])
