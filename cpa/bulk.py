@@ -61,8 +61,10 @@ _ODD_CHARS = tuple("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")   # (the escape and
 _INDENTED_ROW = re.compile(r"\n[^\S\n]+\|")   # a section body starts with "\n"
 _OTHER_HEADING = re.compile(r"\n##[^\S\n]")
 _BLOCK = re.compile(r"\n(\|[^\n]*(?:\n\|[^\n]*)*)")
-# a section of the common layout: title, an empty line, header, separator, rows ("\n|...|" each)
-_PLAIN_SECTION = re.compile(r"\n## ([^\n]*)\n\n(\|[^\n]*\|)\n(\|[^\n]*\|)((?:\n\|[^\n]*\|)*)(?=\n|$)")
+# a section of the common layout: title, an empty line, header, separator, rows ("\n|...|" each);
+# the rows possessive (no backtracking into them: where fewer rows would be needed for a match,
+# a line starting with "|" would be left outside the tables, and the general scan decides anyway)
+_PLAIN_SECTION = re.compile(r"\n## ([^\n]*)\n\n(\|[^\n]*\|)\n(\|[^\n]*\|)((?:\n\|[^\n]*\|)*+)(?=\n|$)")
 _SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 _ANY_AMBIGUOUS = re.compile(r"(?m)^[+-]?[1-9]\d{0,2}\.\d{3}$")
 _NOT_PLAIN = str.maketrans("", "", "0123456789.+-eE\n")   # deletes what a plain number may hold
@@ -908,11 +910,16 @@ def _member(fac_a, vals_a, fac_b, vals_b) -> np.ndarray:
     return np.isin(ka, kb) & (codes[: len(fac_a)] >= 0)
 
 
+_M32 = np.int64(1 << 32)
+
+
 class _Lookup:
     """Per-facility dictionary (fac, key) → value (the last row of a key wins), looked up
     element-wise with integer keys (no Python object per lookup)."""
 
-    def __init__(self, fac, keys, values, gkeys=None):
+    def __init__(self, fac, keys, values, gkeys=None, same_keys=None):
+        # the indexes of the keys, shared with ``same_keys`` (a lookup of the same fac and keys)
+        self._c = same_keys._c if same_keys is not None else {}
         self.fac = np.asarray(fac, dtype=np.int64)
         self.keys = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
         self.values = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
@@ -936,25 +943,48 @@ class _Lookup:
         out[:] = default
         if not len(fac) or not len(self.fac):
             return out
-        n = len(self.fac)
+        # keys as fac * 2**32 + (number of the key + 1), 0 for None: the index of the last row
+        # of each key is built once per lookup (and per kind of key numbers), then every query
+        # is one hash lookup of integers
         if gkeys is not None and self.gkeys is not None:
-            m = int(max(self.gkeys.max(), gkeys.max())) + 2
-            ka = self.fac * m + (self.gkeys + 1)
-            kb = fac * m + (gkeys + 1)
+            index, last = self._index("g")
+            kb = fac * _M32 + (np.asarray(gkeys, dtype=np.int64) + 1)
+            pos = index.get_indexer(kb)
         else:
-            codes, uniq = pd.factorize(np.concatenate([self.keys.astype(object), np.asarray(keys, dtype=object)]))
-            m = len(uniq) + 1
-            ka = self.fac * m + (codes[:n] + 1)
-            kb = fac * m + (codes[n:] + 1)
-        rev = ka[::-1]
-        _, first = np.unique(rev, return_index=True)    # the last row of each key
-        last = n - 1 - first
-        index = pd.Index(ka[last])
-        pos = index.get_indexer(kb)
+            index, last = self._index("o")
+            q = np.asarray(keys, dtype=object)
+            r = self._c["kidx"].get_indexer(q)
+            miss = np.flatnonzero(r < 0)
+            qc = r + 1
+            if len(miss):   # a key the lookup does not have never matches; None matches None
+                na = pd.isna(q[miss])
+                qc[miss[~na]] = -1
+            pos = index.get_indexer(fac * _M32 + qc)
+            pos[qc < 0] = -1
         hit = pos >= 0
-        vals = self.values[last][pos[hit]]
+        vals = self.values[last[pos[hit]]]
         out[hit] = vals if vals.dtype == object else vals.astype(object)
         return out
+
+    def _index(self, which: str):
+        """(pd.Index of the keys of the last row of each key, those rows) for integer keys
+        ``fac * 2**32 + (key number + 1)``: ``which`` "g" numbers keys by ``gkeys``, "o" by
+        their values (None: 0)."""
+        import pandas as pd
+
+        hit = self._c.get(which)
+        if hit is None:
+            if which == "g":
+                codes = self.gkeys.astype(np.int64)
+            else:
+                codes, uniq = pd.factorize(self.keys.astype(object))
+                self._c["kidx"] = pd.Index(uniq, dtype=object)
+            ka = self.fac * _M32 + (codes + 1)
+            n = len(ka)
+            _, first = np.unique(ka[::-1], return_index=True)    # the last row of each key
+            last = n - 1 - first
+            hit = self._c[which] = (pd.Index(ka[last]), last)
+        return hit
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1069,7 +1099,7 @@ class _Rollup:
         s = T["streams"]
         fac = f["fac"]
         self.kind_of = _Lookup(s["fac"], s["id"], s["kind"], s["id#"])
-        self.fuel_of = _Lookup(s["fac"], s["id"], s["fuel"], s["id#"])
+        self.fuel_of = _Lookup(s["fac"], s["id"], s["fuel"], s["id#"], same_keys=self.kind_of)
         kinds = self.kind_of.get(fac, f["stream"], gkeys=f["stream#"])
         fuelv = self.fuel_of.get(fac, f["stream"], gkeys=f["stream#"])
         prow = self.pkey.get(fac, f["period"], -1, gkeys=f["period#"]).astype(np.int64)

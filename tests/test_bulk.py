@@ -412,3 +412,45 @@ def test_size_limit_as_the_exact_reader(synthetic, monkeypatch, spare):
     b = bulk.load_many([p], workers=1)
     assert (b.stats["fast"], b.stats["exact"]) == ((1, 0) if spare == 0 else (0, 1))
     assert list(b.invalid) == ([p] if read(p).errors else [])
+
+
+def test_lookup_matches_a_dictionary():
+    """_Lookup.get (object keys and chunk-numbered keys, cached indexes shared between lookups)
+    is the per-facility dictionary with the last row winning, None matching None only."""
+    import numpy as np
+
+    from cpa.bulk import _Lookup
+
+    rng = np.random.default_rng(3)
+    names = np.array(["a", "b", "c", None, "d"], dtype=object)
+    fac = rng.integers(0, 6, 200)
+    ki = rng.integers(0, 4, 200)   # never "d"
+    keys = names[ki]
+    gk = np.where(ki == 3, -1, ki)
+    vals = np.arange(200).astype(object)
+    lk = _Lookup(fac, keys, vals, gk)
+    other = _Lookup(fac, keys, -vals, gk, same_keys=lk)
+    d = {}
+    for f, k, v in zip(fac.tolist(), keys.tolist(), vals.tolist(), strict=True):
+        d[(f, k)] = v
+    qf = rng.integers(0, 7, 300)
+    qi = rng.integers(0, 5, 300)
+    qk = names[qi]
+    qg = np.where(qi == 3, -1, np.where(qi == 4, 7, qi))
+    for _ in range(2):   # the second time from the cached indexes
+        want = [d.get((f, k), "none") for f, k in zip(qf.tolist(), qk.tolist(), strict=True)]
+        assert lk.get(qf, qk, "none").tolist() == want
+        assert lk.get(qf, qk, "none", gkeys=qg).tolist() == want
+        assert other.get(qf, qk, "none").tolist() == [w if w == "none" else -w for w in want]
+
+
+# a table's last line with something after its last "|": the plain scan's rows (matched
+# possessively) do not take it, the general scan or the exact reader decides, as before
+@pytest.mark.parametrize("after", ["  ", " x", "\t", " |  "])
+def test_text_after_the_last_pipe_parity(synthetic, tmp_path, after):
+    text = open(synthetic[0][0], encoding="utf-8").read()
+    assert "|\n\n## steps\n" in text
+    text = text.replace("|\n\n## steps\n", "|" + after + "\n\n## steps\n", 1)
+    p = tmp_path / "after.cpa.md"
+    p.write_text(text, encoding="utf-8")
+    _same([str(p), synthetic[0][1]])
