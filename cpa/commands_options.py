@@ -48,7 +48,7 @@ COMPARE_FIELDS = [
 _L = {
     "en": {"rank": "#", "id": "id", "title": "option", "screening": "screening", "saving": "saving VND/yr",
            "net": "net VND/yr", "inv": "investment VND", "payback": "payback yr", "npv": "NPV VND",
-           "irr": "IRR", "co2": "tCO2e/yr", "never": "never", "total": "Combined (not rejected, no double counting)",
+           "irr": "IRR", "co2": "tCO2e/yr", "score": "score", "never": "never", "total": "Combined (not rejected, no double counting)",
            "rejected": "rejected", "indicator": "indicator", "stream": "stream", "spec_b": "baseline /unit",
            "spec_m": "monitoring /unit", "change": "change", "norm": "saving /yr", "vnd": "VND/yr",
            "period": "Monitoring period", "realised": "Realised vs estimated", "option": "option",
@@ -56,7 +56,7 @@ _L = {
            "illustrative": "ILLUSTRATIVE EXAMPLE (fictional facility)"},
     "vi": {"rank": "#", "id": "mã", "title": "giải pháp", "screening": "sàng lọc", "saving": "tiết kiệm đ/năm",
            "net": "ròng đ/năm", "inv": "đầu tư đ", "payback": "hoàn vốn (năm)", "npv": "NPV đ",
-           "irr": "IRR", "co2": "tCO2e/năm", "never": "không hoàn vốn", "total": "Tổng hợp (trừ giải pháp loại bỏ, không tính trùng)",
+           "irr": "IRR", "co2": "tCO2e/năm", "score": "điểm", "never": "không hoàn vốn", "total": "Tổng hợp (trừ giải pháp loại bỏ, không tính trùng)",
            "rejected": "loại bỏ", "indicator": "chỉ số", "stream": "dòng", "spec_b": "cơ sở /đv",
            "spec_m": "giám sát /đv", "change": "thay đổi", "norm": "tiết kiệm /năm", "vnd": "đ/năm",
            "period": "Giai đoạn giám sát", "realised": "Thực tế so với ước tính", "option": "giải pháp",
@@ -94,9 +94,12 @@ def _render(table) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the options, totals and units as JSON.")
 @click.option("--lang", type=click.Choice(["vi", "en"]), default="vi", show_default=True,
               help="Language of the labels and of the number format.")
-@click.option("--sort", "sort_by", type=click.Choice(["payback", "npv", "savings", "co2"]),
+@click.option("--sort", "sort_by", type=click.Choice(["payback", "npv", "savings", "co2", "score"]),
               default="payback", show_default=True, help="Rank options by this criterion.")
-def options_cmd(path, as_json, lang, sort_by):
+@click.option("--weights", metavar="T,E,V", default=None,
+              help="Weights of the technical, economic and environmental sub-scores of `score` "
+                   "(numbers ≥ 0, not all 0; default 1,1,1 with --sort score). Adds a score column.")
+def options_cmd(path, as_json, lang, sort_by, weights):
     """Options of a worksheet with their savings and economics, ranked.
 
     Savings are per year at the baseline's tariffs; each option alone (its economics), and all
@@ -106,21 +109,39 @@ def options_cmd(path, as_json, lang, sort_by):
     from cpa.options import OPTION_UNITS, Context, combined_totals, option_table, savings_table
     from cpa.worksheet import load
 
+    w = _weights(weights if weights is not None else ("1,1,1" if sort_by == "score" else None))
     ws = load(path)
     ctx = Context(ws)
     sav = savings_table(ws, ctx)
-    table = option_table(ws, ctx, sav, sort_by=sort_by)
+    table = option_table(ws, ctx, sav, sort_by=sort_by, weights=w)
     totals = combined_totals(ws, sav, ctx)
     if as_json:
         units = dict(OPTION_UNITS)
         units["rank"] = "1 = best by " + sort_by
-        out = {"facility": ws.id, "illustrative": ws.illustrative, "sorted_by": sort_by,
+        out = {"facility": ws.id, "illustrative": ws.illustrative, "sorted_by": sort_by, "weights": w,
                "baseline_period": ctx.baseline, "units": units,
                "options": _records(table, OPTION_FIELDS) if len(table) else [],
                "combined": {f: _clean(totals.get(f)) for f in TOTAL_FIELDS}}
         click.echo(json.dumps(out, ensure_ascii=False, indent=2))
         return
-    click.echo(_options_text(ws, table, totals, lang))
+    click.echo(_options_text(ws, table, totals, lang, score=w is not None))
+
+
+def _weights(text: str | None) -> dict | None:
+    """``"T,E,V"`` → ``{"technical": T, "economic": E, "environmental": V}`` (None: no score)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        vals = []
+    if len(vals) != 3 or min(vals) < 0 or sum(vals) <= 0 or any(v != v for v in vals):
+        raise click.BadParameter(
+            f"found {text!r}; expected three numbers ≥ 0, not all 0, separated by commas: the weights "
+            "of the technical, economic and environmental scores, e.g. --weights 1,2,1",
+            param_hint="--weights")
+    return dict(zip(("technical", "economic", "environmental"), vals, strict=True))
 
 
 _TOTAL_LABELS = {
@@ -144,7 +165,7 @@ def _choice_label(name, cid, lang):
     return cid or ""
 
 
-def _options_text(ws, table, totals, lang):
+def _options_text(ws, table, totals, lang, score: bool = False):
     from rich.table import Table
 
     from cpa.numbers import format_number, format_percent
@@ -152,7 +173,8 @@ def _options_text(ws, table, totals, lang):
     L = _L[lang]
     n = lambda v, d=0: format_number(_clean(v), lang, d)  # noqa: E731
     t = Table(title=f"{L['options_title']} — {ws.facility.get('name') or ws.id}")
-    for key in ("rank", "id", "title", "screening", "saving", "net", "inv", "payback", "npv", "irr", "co2"):
+    keys = ("rank", "id", "title", "screening", "saving", "net", "inv", "payback", "npv", "irr", "co2")
+    for key in keys + (("score",) if score else ()):
         t.add_column(L[key], justify="right" if key not in ("id", "title", "screening") else "left")
     for r in table.to_dict("records"):
         title = (r["title_en"] or r["title_vi"]) if lang == "en" else r["title_vi"]
@@ -165,8 +187,11 @@ def _options_text(ws, table, totals, lang):
         irr_text = format_percent(irr, lang) if irr is not None else (r["irr_note"] or "—")
         screening = L["rejected"] if not r["included"] else _choice_label("screening", r["screening"], lang)
         rank = "" if r["rank"] is None else str(r["rank"])
-        t.add_row(rank, r["id"], title, screening, n(r["saving_vnd_per_yr"]), n(r["net_saving_vnd_per_yr"]),
-                  n(r["investment_vnd"]), pb_text, n(r["npv_vnd"]), irr_text, n(r["co2e_t_per_yr"], 1))
+        cells = [rank, r["id"], title, screening, n(r["saving_vnd_per_yr"]), n(r["net_saving_vnd_per_yr"]),
+                 n(r["investment_vnd"]), pb_text, n(r["npv_vnd"]), irr_text, n(r["co2e_t_per_yr"], 1)]
+        if score:
+            cells.append(n(r["score"], 2))
+        t.add_row(*cells)
     lines = []
     if ws.illustrative:
         lines.append(L["illustrative"])

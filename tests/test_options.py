@@ -16,6 +16,7 @@ Baseline per year (quarter × 4):
 
 import json
 import math
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -34,6 +35,7 @@ from cpa.options import (
 from cpa.worksheet import load, read
 
 PATH = "tests/data/options.cpa.md"
+TEXTILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "01-textile.cpa.md")
 
 
 @pytest.fixture(scope="module")
@@ -382,3 +384,34 @@ def test_cli_error_exit_1(text, write_ws):
     assert r.exit_code == 1 and "has no production" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(grp, ["options", "-h"])
     assert r.exit_code == 0 and "--json" in r.output
+
+
+def test_cli_sort_by_score_with_weights():
+    """`cpa options --sort score --weights T,E,V`: each score is the weighted mean of
+    technical (low 1, medium 0.5, high 0, none 0.5), economic 1 / (1 + payback) and
+    environmental CO2e / the largest CO2e of the options not rejected (docs/options.md),
+    recomputed here from the printed fields; ranks follow the score."""
+    r = CliRunner().invoke(options_cmd, [TEXTILE, "--json", "--sort", "score", "--weights", "1,2,1"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["sorted_by"] == "score"
+    assert out["weights"] == {"technical": 1.0, "economic": 2.0, "environmental": 1.0}
+    inc = [o for o in out["options"] if o["included"]]
+    top = max(max(o["co2e_t_per_yr"], 0.0) for o in inc)
+    for o in inc:
+        tech = {"low": 1.0, "medium": 0.5, "high": 0.0}.get(o["effort"] or "", 0.5)
+        pb = o["payback_yr"]
+        econ = 0.0 if pb is None or pb == "inf" or (isinstance(pb, float) and math.isinf(pb)) else 1.0 / (1.0 + pb)
+        env = max(o["co2e_t_per_yr"], 0.0) / top
+        assert o["score"] == pytest.approx((1 * tech + 2 * econ + 1 * env) / 4, rel=1e-9), o["id"]
+    scores = [o["score"] for o in sorted(inc, key=lambda o: o["rank"])]
+    assert scores == sorted(scores, reverse=True)
+    text = CliRunner().invoke(options_cmd, [TEXTILE, "--sort", "score", "--lang", "en"]).output
+    assert "score" in text
+
+
+@pytest.mark.parametrize("bad", ["1,x,1", "1,1", "0,0,0", "-1,1,1"])
+def test_cli_weights_refused_with_a_clear_message(bad):
+    r = CliRunner().invoke(options_cmd, [TEXTILE, "--sort", "score", "--weights", bad])
+    assert r.exit_code == 2
+    assert "three numbers ≥ 0, not all 0" in r.output and repr(bad) in r.output
