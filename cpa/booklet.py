@@ -227,23 +227,26 @@ def _period_label(res, pid, lang) -> str:
     return _text(r.get(f"label_{lang}")) or _text(r.get("label_vi")) or _text(pid)
 
 
+def _in_lang(row: dict, field: str, lang: str) -> str:
+    """A text in the booklet's language: ``field`` holds the Vietnamese text, ``field_en`` the
+    English one (used in English when given)."""
+    return (_text(row.get(f"{field}_en")) if lang == "en" else "") or _text(row.get(field))
+
+
 def _profile(ws, lang, L, fmt) -> list[list[str]]:
     f = ws.facility
     sector = _choices("sector", lang).get(f.get("sector"), _text(f.get("sector")))
     products = _text(f.get(f"products_{lang}")) or _text(f.get("products_vi"))
     ref = _stream_names(ws, lang).get(f.get("reference_product"), _text(f.get("reference_product")))
 
-    def in_lang(field):  # `field` is the Vietnamese text, `field_en` the English one
-        return (_text(f.get(f"{field}_en")) if lang == "en" else "") or _text(f.get(field))
-
     rows = [
         ("p_sector", sector), ("p_location", _text(f.get("location"))),
         ("p_address", _text(f.get("address"))),
         ("p_established", _text(f.get("established"))),
         ("p_employees", fmt.num(f["employees"], 0) if _isnum(f.get("employees")) else ""),
-        ("p_capacity", in_lang("capacity")), ("p_products", products),
-        ("p_reference", ref), ("p_focus", in_lang("audit_focus")),
-        ("p_consultant", in_lang("consultant")), ("p_contact", _text(f.get("contact"))),
+        ("p_capacity", _in_lang(f, "capacity", lang)), ("p_products", products),
+        ("p_reference", ref), ("p_focus", _in_lang(f, "audit_focus", lang)),
+        ("p_consultant", _in_lang(f, "consultant", lang)), ("p_contact", _text(f.get("contact"))),
     ]
     return [[L[k], _wrap(v)] for k, v in rows if v]
 
@@ -252,13 +255,9 @@ def _team(ws, L, lang: str = "vi") -> list[list[str]]:
     rows = []
     for r in _records(ws.tables["team"]):
         name = _text(r.get("name"))
-
-        def in_lang(field, r=r):  # `field` is the Vietnamese text, `field_en` the English one
-            return (_text(r.get(f"{field}_en")) if lang == "en" else "") or _text(r.get(field))
-
         rows.append({"name": _wrap(name), "leader": bool(r.get("leader")),
-                     "role": _wrap(in_lang("role")), "department": _wrap(in_lang("department")),
-                     "responsibility": _wrap(in_lang("responsibility"))})
+                     "role": _wrap(_in_lang(r, "role", lang)), "department": _wrap(_in_lang(r, "department", lang)),
+                     "responsibility": _wrap(_in_lang(r, "responsibility", lang))})
     rows.sort(key=lambda r: not r["leader"])
     return rows
 

@@ -2515,12 +2515,6 @@ def _pngs_from_svgs(items, dpi: int = 300):
     return _pngs_from_pdf(pdf, len(items), dpi) if pdf is not None else None
 
 
-def _png_from_svg(svg_path: str, svg: bytes, dpi: int = 300) -> bytes | None:
-    """One chart's SVG rasterised (see :func:`_pngs_from_svgs`); None on failure."""
-    out = _pngs_from_svgs([(svg_path, svg)], dpi)
-    return out[0] if out else None
-
-
 _METRICS: dict = {}
 
 
@@ -2564,7 +2558,8 @@ def _svg_bytes(fig) -> bytes:
 def _write_all(figs, formats=("png", "svg"), engine: str = "auto", dpi: int = 300) -> list[dict]:
     """Write each (figure, base path) as SVG and PNG; the PNGs of all of them from one PDF of
     their SVGs (:func:`charts_pdf`). With ``"pdf"`` in ``formats``, that PDF is also written, as
-    ``charts.pdf`` beside the first chart, and each chart's dict says its ``pdf`` and ``page``.
+    ``charts.pdf`` beside the first chart (with the SVGs it is made from), and each chart's dict
+    says its ``pdf`` and ``page``.
     Returns one ``{"png": path, "svg": path, ...}`` per figure."""
     from cpa.io import atomic_write
 
@@ -2595,10 +2590,6 @@ def _write_all(figs, formats=("png", "svg"), engine: str = "auto", dpi: int = 30
                     png = _png_bytes(fig, dpi)
             out["png"] = f"{os.fspath(base)}.png"
             atomic_write(out["png"], png, force=True)
-    if "svg" not in formats:
-        for out in outs:
-            if "svg" in out and "pdf" in out:
-                os.unlink(out.pop("svg"))
     return outs
 
 
