@@ -5,9 +5,11 @@ computes its row with per-facility pandas code: about half a second per facility
 national programme. This module produces **exactly the same table** (same columns, same values,
 same dtypes) in a few seconds, by working on all facilities at once:
 
-1. **Reading.** Each file is split into its ``## table`` sections with string operations; the rows
-   of a table are then concatenated across facilities and split into cells *once*
-   (``str.split("|")`` on one long string), so a table is parsed once for all facilities.
+1. **Reading.** The files of a chunk are joined into one buffer and their lines classified with
+   array operations (:func:`_scan_chunk`): sections, headers and rows are found for all files at
+   once; a file of an unusual layout is split by its own scan (:func:`_scan`). The rows of a
+   table are then concatenated across facilities and split into cells *once* (on the positions
+   of "|" in their UTF-8 bytes), so a table is parsed once for all facilities.
 2. **Converting.** Every column is converted by its schema type once per *distinct* text (numbers
    by one regular-expression pass over all distinct values, then ``float``; choices, units,
    dates, ids through the very same :meth:`cpa.worksheet._Builder.convert` as the exact reader).
@@ -40,6 +42,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -242,6 +245,165 @@ def _scan_plain(text: str, caches, nsections: int) -> dict | None:
     return out
 
 
+# The whole chunk at once (bytes): the common case, every file laid out as _scan_plain expects
+# and written in characters that need no normalising, is recognised with one pass of the section
+# pattern and a few array operations over the concatenated files, instead of a dozen string
+# passes per file. Any file it is not sure of is left to the per-file _scan (the decision stays
+# _scan's): so each file scanned here gets exactly what _scan would give it.
+#: bytes a file may hold for the chunk scan (besides the non-ASCII checked apart): "\n" and
+#: printable ASCII but "\\"; everything else (tabs, other line breaks, controls) → _scan
+_PLAIN_BYTES = bytes([10] + [c for c in range(32, 127) if c not in b"\\<"] + list(range(128, 256)))
+_PLAIN_BYTES_LT = _PLAIN_BYTES + b"<"
+_SEP = b"\n\x00\n"   # between files: no line of a file runs into the next
+
+
+#: non-ASCII characters the chunk scan accepts: Latin (Vietnamese included), general
+#: punctuation, super- and subscripts, currency, letter-like symbols, arrows and mathematical
+#: operators, but any that normalising would change, combining marks, spaces and controls
+_SAFE_RANGES = ((0xA1, 0x300), (0x1E00, 0x1F00), (0x2010, 0x2028), (0x2030, 0x205F), (0x2070, 0x20C1),
+                (0x2100, 0x2150), (0x2190, 0x2300))
+
+
+@lru_cache(maxsize=1)
+def _safe_chars() -> np.ndarray:
+    safe = np.zeros(0x10000, dtype=bool)
+    for a, b in _SAFE_RANGES:
+        for cp in range(a, b):
+            c = chr(cp)
+            safe[cp] = (unicodedata.is_normalized("NFC", c) and not unicodedata.combining(c)
+                        and not c.isspace() and unicodedata.category(c)[0] not in "CZ")
+    return safe
+
+
+def _utf8_nfc_bad(buf: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Positions (among ``hi``, the offsets of the bytes ≥ 0x80 in ``buf``) of the bytes that are
+    not part of a well-formed 2- or 3-byte UTF-8 character of :func:`_safe_chars`. Text of
+    ASCII and those characters is valid UTF-8 and already NFC: none of them is changed by NFC,
+    none is a combining mark or the second character of a canonical composition (a test derives
+    this from the Unicode database), so no two of them compose."""
+    v = buf[hi].astype(np.int64)
+    n = len(hi)
+    pos = np.full(n + 2, -10, dtype=np.int64)
+    pos[:n] = hi
+    val = np.zeros(n + 2, dtype=np.int64)
+    val[:n] = v
+    cont = (val >= 0x80) & (val <= 0xBF)
+    lead2 = (v >= 0xC2) & (v <= 0xDF)
+    lead3 = (v >= 0xE0) & (v <= 0xEF)
+    safe = _safe_chars()
+    k2 = np.flatnonzero(lead2)
+    cp2 = ((v[k2] & 0x1F) << 6) | (val[k2 + 1] & 0x3F)
+    ok2 = (pos[k2 + 1] == hi[k2] + 1) & cont[k2 + 1] & safe[cp2]
+    k3 = np.flatnonzero(lead3)
+    cp3 = ((v[k3] & 0x0F) << 12) | ((val[k3 + 1] & 0x3F) << 6) | (val[k3 + 2] & 0x3F)
+    ok3 = ((pos[k3 + 1] == hi[k3] + 1) & (pos[k3 + 2] == hi[k3] + 2) & cont[k3 + 1] & cont[k3 + 2]
+           & (cp3 >= 0x800) & safe[cp3])
+    claimed = np.zeros(n + 2, dtype=np.int64)   # continuation bytes: each of exactly one lead
+    claimed[k2 + 1] += 1
+    claimed[k3 + 1] += 1
+    claimed[k3 + 2] += 1
+    bad = ~(lead2 | lead3 | cont[:n]) | (cont[:n] != (claimed[:n] == 1)) | (claimed[:n] > 1)
+    bad[k2[~ok2]] = True
+    bad[k3[~ok3]] = True
+    return hi[bad]
+
+
+def _scan_chunk(datas: list, caches) -> list:
+    """For each file's bytes (None: not read), its tables as :func:`_scan` gives them (header
+    and rows as UTF-8 bytes), or None where the per-file :func:`_scan` must decide.
+
+    The files are joined (each after a "\n", as :func:`_scan` prepends, and apart by a line of
+    its own) and their lines classified with array operations: a file is scanned here only if
+    :func:`_scan_plain` would take it (every "## " heading followed by an empty line and a table
+    whose lines all start and end with "|", no other table line, no other "#" line after the
+    first heading but "###" ones) and :func:`_scan` would not stop before (no "\\", "<br>", tab,
+    control or line break but "\n", no indented table line, text already NFC)."""
+    title_cache, sep_cache = caches
+    n = len(datas)
+    out: list = [None] * n
+    if not n:
+        return out
+    lens = np.fromiter((0 if d is None else len(d) for d in datas), dtype=np.int64, count=n)
+    starts = np.zeros(n, dtype=np.int64)   # file i's text starts with the "\n" at starts[i]
+    starts[1:] = np.cumsum(lens[:-1] + len(_SEP))
+    chunk = b"\n" + _SEP.join(b"" if d is None else d for d in datas) + b"\n\x00"
+    ok = lens > 0
+    buf = np.frombuffer(chunk + b"\x00\x00", dtype=np.uint8)   # (two more: c2, c3 of the last line)
+
+    def files_at(pos) -> np.ndarray:
+        return np.searchsorted(starts, pos, side="right") - 1
+
+    odd = chunk.translate(None, _PLAIN_BYTES)   # what is left: NULs (one per _SEP), "<", odd bytes
+    if len(odd) != n:
+        if odd.count(0) != n or odd.translate(None, b"<\x00"):
+            for i, d in enumerate(datas):
+                if d is not None and d.translate(None, _PLAIN_BYTES_LT):
+                    ok[i] = False
+        if b"<" in odd:
+            ok[[files_at(m.start()) for m in re.finditer(rb"<br>", chunk)]] = False
+    if not chunk.isascii():
+        ok[files_at(_utf8_nfc_bad(buf, np.flatnonzero(buf >= 0x80)))] = False
+    # the lines: line i is chunk[s[i]:e[i]], of file f[i]
+    nl = np.flatnonzero(buf[:-2] == 10)
+    s, e = nl[:-1] + 1, nl[1:]
+    nlines = len(s)
+    f = files_at(nl[:-1])
+    size = e - s
+    c1, c2, c3 = buf[s], buf[s + 1], buf[s + 2]
+    last = buf[e - 1]
+    pipe = c1 == 124
+    row = pipe & (last == 124) & (size >= 2)
+    hashed = c1 == 35
+    sec = hashed & (c2 == 35) & (c3 == 32)
+    sub = hashed & (c2 == 35) & (c3 == 35)
+    n_pipe = np.bincount(f[pipe], minlength=n)
+    h = np.flatnonzero(sec)
+    fh = f[h]
+    n_sec = np.bincount(fh, minlength=n)
+    ok &= n_sec > 0
+    first = np.full(n, nlines, dtype=np.int64)
+    np.minimum.at(first, fh, h)
+    other = np.flatnonzero(hashed & ~sec & ~sub)   # "#" lines are fine before the first "## " only
+    ok[f[other][other > first[f[other]]]] = False
+    for i in np.flatnonzero(c1 == 32).tolist():    # an indented table line
+        if chunk[s[i]: e[i]].lstrip(b" ").startswith(b"|"):
+            ok[f[i]] = False
+    # the sections: "## title", an empty line, header and separator, then the rows
+    at = np.minimum(h[:, None] + np.arange(1, 5), nlines - 1)
+    plain = (h + 3 < nlines) & (size[at[:, 0]] == 0) & row[at[:, 1]] & row[at[:, 2]] & (f[at[:, 2]] == fh)
+    breaks = np.append(np.flatnonzero(~row), nlines)
+    nrows = np.where(h + 4 < nlines, breaks[np.searchsorted(breaks, h + 4)] - (h + 4), 0)
+    ok &= np.bincount(fh[plain], minlength=n) == n_sec
+    ok &= np.bincount(fh[plain], weights=nrows[plain] + 2, minlength=n).astype(np.int64) == n_pipe
+    sel = np.flatnonzero(ok[fh])   # (all the sections of these files are plain)
+    h, fh, nrows, at = h[sel], fh[sel], nrows[sel], at[sel]
+    rows_end = e[np.maximum(h + 3 + nrows, h + 3)]
+    okl = ok.tolist()
+    for fi, t0, t1, h0, h1, p0, p1, d0, d1, k in zip(
+            fh.tolist(), (s[h] + 3).tolist(), e[h].tolist(), s[at[:, 1]].tolist(), e[at[:, 1]].tolist(),
+            s[at[:, 2]].tolist(), e[at[:, 2]].tolist(), s[at[:, 3]].tolist(), rows_end.tolist(),
+            nrows.tolist(), strict=True):
+        if not okl[fi]:
+            continue
+        title = chunk[t0:t1]
+        name = title_cache.get(title)
+        if name is None:
+            t = title.decode("utf-8").strip()
+            name = title_cache[title] = _lookup_title(t, title_cache) if t else ""
+        sep = chunk[p0:p1]
+        good = sep_cache.get(sep)
+        if good is None:
+            good = sep_cache[sep] = bool(_SEPARATOR.match(sep.decode("utf-8")))
+        tabs = out[fi]
+        if tabs is None:
+            tabs = out[fi] = {}
+        if not name or not good or name in tabs:
+            okl[fi] = False   # the per-file scan decides
+            continue
+        tabs[name] = (chunk[h0:h1], chunk[d0:d1] if k else b"", k)
+    return [t if g else None for t, g in zip(out, okl, strict=True)]
+
+
 # ----------------------------------------------------------------------------------------------
 # stage 2: cells → typed columns
 
@@ -377,32 +539,48 @@ class _Chunk:
         from cpa.worksheet import MAX_TEXT_BYTES
 
         caches = ({}, {})
-        groups: dict = {}   # (table, header) -> [facs, rows]
-        required = {spec.name for spec in schema.TABLES if spec.required}
+        datas: list = []
         for i, p in enumerate(self.paths):
+            data = None
             if p.lower().endswith((".xlsx", ".xlsm")):
                 self.bad[i] = True
-                continue
-            try:
-                fd = os.open(p, os.O_RDONLY)   # (no buffered file object: less work per file)
+            else:
                 try:
-                    # as f.read(MAX_TEXT_BYTES + 1), without a buffer of that size for every file
-                    data = os.read(fd, min(os.fstat(fd).st_size, MAX_TEXT_BYTES) + 1)
-                    while len(data) <= MAX_TEXT_BYTES:   # until the end (or a file that grew)
-                        more = os.read(fd, min(MAX_TEXT_BYTES + 1 - len(data), 1 << 20))
-                        if not more:
-                            break
-                        data += more
-                finally:
-                    os.close(fd)
-                if len(data) > MAX_TEXT_BYTES or data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) \
-                        or b"\x00" in data[:8192]:
-                    raise ValueError
-                text = data.decode("utf-8")
-            except (OSError, ValueError):
-                self.bad[i] = True
+                    fd = os.open(p, os.O_RDONLY)   # (no buffered file object: less work per file)
+                    try:
+                        # as f.read(MAX_TEXT_BYTES + 1), without a buffer of that size for every file
+                        data = os.read(fd, min(os.fstat(fd).st_size, MAX_TEXT_BYTES) + 1)
+                        while len(data) <= MAX_TEXT_BYTES:   # until the end (or a file that grew)
+                            more = os.read(fd, min(MAX_TEXT_BYTES + 1 - len(data), 1 << 20))
+                            if not more:
+                                break
+                            data += more
+                    finally:
+                        os.close(fd)
+                except OSError:
+                    data = None
+                if data is not None and (len(data) > MAX_TEXT_BYTES
+                                         or data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"))
+                                         or b"\x00" in data[:8192]):
+                    data = None
+                if data is None:
+                    self.bad[i] = True
+            datas.append(data)
+        scanned = _scan_chunk(datas, caches)
+        groups: dict = {}   # (table, header) -> [facs, rows, row counts]
+        required = {spec.name for spec in schema.TABLES if spec.required}
+        for i, (data, tabs) in enumerate(zip(datas, scanned, strict=True)):
+            if data is None:
                 continue
-            tabs = _scan(text, caches)
+            if tabs is None:   # the chunk scan was not sure: this file's own scan decides
+                try:
+                    text = data.decode("utf-8")
+                except ValueError:
+                    self.bad[i] = True
+                    continue
+                tabs = _scan(text, caches)
+                if tabs is not None:
+                    tabs = {k: (h.encode("utf-8"), d.encode("utf-8"), c) for k, (h, d, c) in tabs.items()}
             if tabs is None or "facility" not in tabs:
                 self.bad[i] = True
                 continue
@@ -426,7 +604,7 @@ class _Chunk:
         hcache: dict = {}
         parts: dict = {}
         for (name, header), (facs, blocks, counts) in groups.items():
-            info = _header_info(name, header, hcache)
+            info = _header_info(name, header.decode("utf-8"), hcache)
             if info is None:
                 self.bad[facs] = True
                 continue
@@ -438,7 +616,7 @@ class _Chunk:
             if cells is None:   # some facility has a row of the wrong shape: find it
                 keep = []
                 for k, block in enumerate(blocks):
-                    if not block or all(r.endswith("|") and r.count("|") == width + 1 for r in block.split("\n")):
+                    if not block or all(r.endswith(b"|") and r.count(b"|") == width + 1 for r in block.split(b"\n")):
                         keep.append(k)
                     else:
                         self.bad[facs[k]] = True
@@ -469,10 +647,10 @@ class _Chunk:
         if nrows > DEDUP_ROWS:
             # tables whose rows repeat across facilities (streams, prices, steps...): the
             # distinct rows are split as strings
-            sample = "\n".join(b for b in blocks[:100] if b).split("\n", 1000)[:1000]
+            sample = b"\n".join(b for b in blocks[:100] if b).split(b"\n", 1000)[:1000]
             if len(set(sample)) < 0.5 * len(sample):
                 return _Chunk._cells_str(blocks, counts, width)
-        big = ("\n".join(b for b in blocks if b) + "\n").encode("utf-8")
+        big = b"\n".join(b for b in blocks if b) + b"\n"
         nb = len(big)
         buf = np.frombuffer(big + bytes(16), dtype=np.uint8)
         pipes = np.flatnonzero(buf[:nb] == 124)   # "|"
@@ -535,7 +713,7 @@ class _Chunk:
         step = width + 1
         if not nrows:
             return np.zeros((0, step), dtype=np.int64), np.array([""], dtype=object)
-        big = "\n".join(b for b in blocks if b)
+        big = b"\n".join(b for b in blocks if b).decode("utf-8")
         lines = None
         if nrows > DEDUP_ROWS:
             # tables whose rows repeat across facilities (streams, prices, steps...): split the

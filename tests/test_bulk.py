@@ -328,7 +328,7 @@ def test_cells_by_bytes_as_by_strings(many_long):
     for _ in range(60):
         k = rng.randint(0, 4)
         rows = ["|" + "|".join(rng.choice(pieces) for _ in range(width)) + "|" for _ in range(k)]
-        blocks.append("\n".join(rows))
+        blocks.append("\n".join(rows).encode("utf-8"))
         counts.append(k)
     fast = bulk._Chunk._cells(blocks, counts, width)
     slow = bulk._Chunk._cells_str(blocks, counts, width)
@@ -341,8 +341,8 @@ def test_cells_by_bytes_as_by_strings(many_long):
 @pytest.mark.parametrize("rows", ["|a|b|\n|c|d", "|a|b|\n|c|d|e|", "a|b|\n|c|d|", "|a|b\n|c|d|"])
 def test_cells_of_the_wrong_shape(rows):
     counts = [rows.count("\n") + 1]
-    assert bulk._Chunk._cells([rows], counts, 2) is None
-    assert bulk._Chunk._cells_str([rows], counts, 2) is None
+    assert bulk._Chunk._cells([rows.encode()], counts, 2) is None
+    assert bulk._Chunk._cells_str([rows.encode()], counts, 2) is None
 
 
 def test_table_from_packed_rows_as_from_dicts():
@@ -454,3 +454,94 @@ def test_text_after_the_last_pipe_parity(synthetic, tmp_path, after):
     p = tmp_path / "after.cpa.md"
     p.write_text(text, encoding="utf-8")
     _same([str(p), synthetic[0][1]])
+
+
+# the chunk scan (all files of a chunk at once, on bytes) takes a file only where the per-file
+# scan would take it, and gives it the same tables; anything else is left to the per-file scan
+_SCAN_VARIANTS = {
+    "plain": lambda t: t,
+    "no final newline": lambda t: t.rstrip("\n"),
+    "ends in a heading": lambda t: t + "\n## notes\n",
+    "em dash, CO₂, ≥, °C": lambda t: t.replace("synthetic facility", "cơ sở — CO₂ ≥ 5 °C → ½"),
+    "ohm sign (not NFC)": lambda t: t.replace("synthetic facility", "10 \u2126"),
+    "combining accent": lambda t: t.replace("synthetic facility", "Cơ so\u0309"),
+    "no-break space": lambda t: t.replace("synthetic facility", "a\u00a0b"),
+    "C1 control": lambda t: t.replace("synthetic facility", "a\u0085b"),
+    "<br>": lambda t: t.replace("| Giám đốc |", "| Giám<br>đốc |"),
+    "a lone <": lambda t: t.replace("synthetic facility", "< 5 %"),
+    "tab": lambda t: t.replace("| Giám đốc |", "| Giám\tđốc |"),
+    "backslash": lambda t: t.replace("synthetic facility", "a \\ b"),
+    "trailing space on a row": lambda t: t.replace("| Giám đốc | yes |", "| Giám đốc | yes | "),
+    "row without its last pipe": lambda t: t.replace("| Giám đốc | yes |", "| Giám đốc | yes"),
+    "table before the first heading": lambda t: t.replace("\n## facility", "\n| a | b |\n\n## facility", 1),
+    "text between tables": lambda t: t.replace("\n## team", "\nsome words\n\n## team", 1),
+    "sub-heading": lambda t: t.replace("\n## team", "\n### more\n\n## team", 1),
+    "other heading": lambda t: t.replace("\n## team", "\n# more\n\n## team", 1),
+    "no empty line after a heading": lambda t: t.replace("## team\n\n", "## team\n", 1),
+    "heading without a table": lambda t: t.replace("\n## team", "\n## causes\n\nnothing\n\n## team", 1),
+    "unknown table": lambda t: t.replace("## team\n", "## teams\n", 1),
+    "a table twice": lambda t: t + "\n## team\n\n| name | role | leader |\n| --- | --- | --- |\n",
+    "bad separator": lambda t: t.replace("| --- | --- | --- |\n| Nguyễn", "| --- | - | --- |\n| Nguyễn", 1),
+    "indented row": lambda t: t.replace("\n| Trần", "\n  | Trần", 1),
+    "table without rows": lambda t: t.replace("\n| Trần Thị B | Quản đốc | no |", "").replace(
+        "\n| Nguyễn Văn A | Giám đốc | yes |", ""),
+    "CRLF": lambda t: t.replace("\n", "\r\n"),
+    "invalid UTF-8": lambda t: t,   # (bytes replaced below)
+    "empty": lambda t: "",
+}
+
+
+def test_chunk_scan_as_the_per_file_scan(synthetic):
+    base = open(synthetic[0][0], encoding="utf-8").read()
+    datas = [_SCAN_VARIANTS[k](base).encode("utf-8") for k in _SCAN_VARIANTS]
+    names = list(_SCAN_VARIANTS)
+    datas[names.index("invalid UTF-8")] = base.encode("utf-8").replace("ố".encode(), b"\xe1\xbb", 1)
+    datas += [open(p, "rb").read() for p in synthetic[0]]
+    names += [os.path.basename(p) for p in synthetic[0]]
+    for p in sorted(glob.glob(os.path.join(ROOT, "examples", "*.cpa.md"))):
+        datas.append(open(p, "rb").read())
+        names.append(os.path.basename(p))
+    chunked = bulk._scan_chunk(datas + [None], ({}, {}))
+    assert chunked[-1] is None
+    taken = []
+    for name, data, tabs in zip(names, datas, chunked, strict=False):
+        if tabs is None:
+            continue
+        taken.append(name)
+        each = bulk._scan(data.decode("utf-8"), ({}, {}))
+        assert each is not None, name
+        assert {k: (h.decode(), d.decode(), c) for k, (h, d, c) in tabs.items()} == each, name
+    # what the chunk scan must take, and what it must leave
+    must = ["plain", "no final newline", "em dash, CO₂, ≥, °C", "a lone <",
+            "text between tables", "sub-heading", "table without rows"]
+    assert set(must) <= set(taken)
+    assert not {"ohm sign (not NFC)", "combining accent", "no-break space", "C1 control", "<br>", "tab",
+                "backslash", "other heading", "indented row", "CRLF", "invalid UTF-8", "empty",
+                "trailing space on a row", "row without its last pipe", "table before the first heading",
+                "unknown table", "a table twice", "bad separator"} & set(taken)
+    ordinary = {f"f{i:06d}.cpa.md" for i in range(30)}
+    unusual = {f"f{i:06d}.cpa.md" for i, u in synthetic[2].items() if u in ("escape", "br")}
+    assert ordinary <= set(taken) and not unusual & set(taken)
+
+
+def test_safe_characters_never_compose():
+    # no character the chunk scan accepts unnormalised is changed by NFC, is a combining mark,
+    # or is the second of a canonical composition (from the Unicode database of this Python)
+    import sys
+    import unicodedata
+
+    seconds = set()
+    for cp in range(sys.maxunicode + 1):
+        d = unicodedata.decomposition(chr(cp))
+        if d and not d.startswith("<") and len(d.split()) == 2:
+            seconds.add(int(d.split()[1], 16))
+    safe = bulk._safe_chars()
+    chars = [cp for cp in range(len(safe)) if safe[cp]]
+    assert len(chars) > 800
+    assert not seconds & set(chars)
+    for cp in chars:
+        c = chr(cp)
+        assert unicodedata.normalize("NFC", c) == c and not unicodedata.combining(c)
+        assert unicodedata.normalize("NFC", "a" + c) == "a" + c
+    # the Vietnamese letters, dashes, quotes, super- and subscripts, arrows, ≤ ≥ are among them
+    assert all(safe[ord(c)] for c in "ạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹđơưĐƠƯ—–‘’“”…₂³°→≤≥×÷€")
