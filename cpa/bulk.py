@@ -86,17 +86,33 @@ class Bulk:
     ``paths`` in the order given; ``invalid`` maps each invalid worksheet's path to its problems
     (exactly those of :func:`cpa.worksheet.read`); ``stats`` counts the worksheets handled by
     the fast path (``fast``) and by the exact path (``exact``). The settings-independent figures
-    of each valid facility are computed while loading (in the worker processes) and kept in
-    ``rows``, one entry per path: ``("row", id, (columns, values))`` (the facility's programme
-    row as a tuple of its columns, shared by the rows with the same columns, and a tuple of its
-    values; its ``*_target`` columns still to be set from the settings), ``("invalid", problems)`` or
-    ``("error", id, exception)`` (the error its exact roll-up stops with).
+    of each valid facility are computed while loading (in the worker processes): ``rows`` has one
+    entry per path, ``("row", id)``, ``("invalid", problems)`` or ``("error", id, exception)``
+    (the error its exact roll-up stops with), and the programme rows themselves are in
+    ``blocks``, by column: one block per set of columns, ``(columns, positions, values)`` with
+    the positions of its rows in ``paths`` and a list of values per column (the ``*_target``
+    columns still to be set from the settings).
     """
 
     paths: list
     invalid: dict
     stats: dict
     rows: list = field(repr=False, default_factory=list)
+    blocks: list = field(repr=False, default_factory=list)
+
+
+def _blocks(rows) -> list:
+    """``(position, row dict)`` pairs → blocks ``(columns, positions, values by column)``, one per
+    set of columns, in order of their first row."""
+    groups: dict = {}
+    for pos, row in rows:
+        keys = tuple(row)
+        g = groups.get(keys)
+        if g is None:
+            g = groups[keys] = ([], [])
+        g[0].append(pos)
+        g[1].append(tuple(row.values()))
+    return [(keys, pos, [list(c) for c in zip(*vals, strict=True)]) for keys, (pos, vals) in groups.items()]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2134,8 +2150,9 @@ def _resource(row, key, unit, b_val, l_val):
 
 
 def _run_chunk(paths: list) -> tuple:
-    """Load and roll up one chunk: (entries, stats); an entry per path is
-    ("row", id, (columns, values)) | ("error", id, exception) | ("invalid", problems)."""
+    """Load and roll up one chunk: (entries, stats); an entry per path is ("row", id) |
+    ("error", id, exception) | ("invalid", problems), and ``stats["blocks"]`` the rows
+    (:func:`_blocks`, positions in the chunk)."""
     from cpa.programme import Settings, facility_row
     from cpa.worksheet import read
 
@@ -2163,16 +2180,12 @@ def _run_chunk(paths: list) -> tuple:
         stats["fast_error"] = repr(exc)
         rows = {}
     entries = []
-    keysets: dict = {}   # one tuple object per distinct set of columns (pickled once)
-
-    def packed(row: dict) -> tuple:
-        keys = tuple(row)
-        return keysets.setdefault(keys, keys), tuple(row.values())
-
+    done = []   # (position, row dict)
     for i, p in enumerate(ch.paths):
         row = rows.get(i)
         if row is not None:
-            entries.append(("row", row["facility_id"], packed(row)))
+            entries.append(("row", row["facility_id"]))
+            done.append((i, row))
             stats["fast"] += 1
             continue
         stats["exact"] += 1
@@ -2181,9 +2194,11 @@ def _run_chunk(paths: list) -> tuple:
             entries.append(("invalid", ws.problems))
             continue
         try:
-            entries.append(("row", ws.id, packed(facility_row(ws, Settings()))))
+            done.append((i, facility_row(ws, Settings())))
+            entries.append(("row", ws.id))
         except Exception as exc:  # noqa: BLE001 - raised in order by programme_table_bulk
             entries.append(("error", ws.id, exc))
+    stats["blocks"] = _blocks(done)
     return entries, stats
 
 
@@ -2263,13 +2278,15 @@ def load_many(paths, workers: int | None = None) -> Bulk:
             ctx = mp.get_context()
         with ctx.Pool(w) as pool:
             parts = list(pool.imap(_run_chunk, chunks))
-    entries, stats = [], {"fast": 0, "exact": 0, "workers": w}
+    entries, stats, blocks = [], {"fast": 0, "exact": 0, "workers": w}, []
     for e, s in parts:
+        offset = len(entries)
+        blocks += [(keys, [offset + i for i in pos], cols) for keys, pos, cols in s.pop("blocks")]
         entries += e
         for k, v in s.items():
             stats[k] = stats.get(k, 0) + v if isinstance(v, (int, float)) else v
     invalid = {p: e[1] for p, e in zip(paths, entries, strict=True) if e[0] == "invalid"}
-    return Bulk(paths=paths, invalid=invalid, stats=stats, rows=entries)
+    return Bulk(paths=paths, invalid=invalid, stats=stats, rows=entries, blocks=blocks)
 
 
 def programme_table_bulk(bulk: Bulk, settings=None):
@@ -2308,38 +2325,53 @@ def _table(bulk: Bulk, settings):
             raise CPAError(f"two facilities have the id {fid!r}: {seen[fid]} and {p}; "
                            "give each facility its own id in its facility table")
         seen[fid] = p
-    # rows come as (columns, values); the frame is built from tuples over the union of the
-    # columns in order of first appearance, NaN where a row has no such column: exactly what
-    # pd.DataFrame(list of dicts) builds (the same object matrix, the same conversion)
-    packed = []
     for e in bulk.rows:
         if e[0] == "error":
             raise e[2]
-        if e[0] == "row":
-            packed.append(e[2])
-    if not packed:
+    if not bulk.blocks:
         return pd.DataFrame([])
+    # the blocks of each set of columns, in order of their first row; the union of the columns
+    # in order of first appearance, NaN where a row has no such column: what pd.DataFrame(list
+    # of row dicts) builds (the same object columns, converted the same way)
+    merged: dict = {}
+    for keys, pos, cols in sorted(bulk.blocks, key=lambda b: b[1][0]):
+        merged.setdefault(keys, []).append((pos, cols))
     columns: dict = {}
-    for keys in dict.fromkeys(k for k, _ in packed):   # distinct sets of columns, in order
+    for keys in merged:
         for k in keys:
             columns.setdefault(k, len(columns))
-    # column by column: the rows of each set of columns transposed, their targets set, and
-    # scattered into the union's columns; then back to row tuples for pd.DataFrame
-    n = len(packed)
-    groups: dict = {}
-    for r, (keys, _) in enumerate(packed):
-        groups.setdefault(keys, []).append(r)
-    cols = [np.full(n, math.nan, dtype=object) for _ in columns]
-    for keys, ridx in groups.items():
-        by_col = list(zip(*(packed[r][1] for r in ridx), strict=True))
-        pos = {k: j for j, k in enumerate(keys)}
-        for j, k in enumerate(keys):
-            if k.endswith("_target"):
-                by_col[j] = [_target(v, settings) for v in by_col[pos[k[: -len("_target")] + "_change_pct"]]]
-        at = np.array(ridx, dtype=np.int64)
-        for j, k in enumerate(keys):
-            cols[columns[k]][at] = np.fromiter(by_col[j], dtype=object, count=len(ridx))
-    return pd.DataFrame(list(zip(*(c.tolist() for c in cols), strict=True)), columns=list(columns))
+    n = sum(len(pos) for parts in merged.values() for pos, _ in parts)
+    out = [np.full(n, math.nan, dtype=object) for _ in columns]
+    # rows in the order of the paths: a position's rank among the positions of all rows
+    ranks = np.concatenate([np.asarray(pos, dtype=np.int64) for parts in merged.values() for pos, _ in parts])
+    order = np.empty(n, dtype=np.int64)
+    order[np.argsort(ranks, kind="stable")] = np.arange(n)
+    at_all = iter(np.split(order, np.cumsum([len(pos) for parts in merged.values() for pos, _ in parts])[:-1]))
+    for keys, parts in merged.items():
+        where = {k: j for j, k in enumerate(keys)}
+        for _pos, cols in parts:
+            at = next(at_all)
+            for j, k in enumerate(keys):
+                values = cols[j]
+                if k.endswith("_target"):
+                    values = [_target(v, settings) for v in cols[where[k[: -len("_target")] + "_change_pct"]]]
+                out[columns[k]][at] = np.fromiter(values, dtype=object, count=len(at))
+    return _frame(out, list(columns))
+
+
+def _frame(cols: list, names: list):
+    """``pd.DataFrame(rows, columns=names)`` of the rows whose columns (object arrays) are
+    ``cols``: each column converted as the constructor converts it, without the round trip
+    through rows."""
+    import pandas as pd
+
+    try:
+        from pandas.core.internals.construction import convert_object_array
+
+        arrays = convert_object_array(cols, dtype=None)
+        return pd.DataFrame._from_arrays(arrays, columns=pd.Index(names), index=pd.RangeIndex(len(cols[0])))
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - another pandas
+        return pd.DataFrame(list(zip(*(c.tolist() for c in cols), strict=True)), columns=names)
 
 
 def programme_from_paths(paths, settings=None, allow_invalid: bool = False):

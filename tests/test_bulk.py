@@ -345,20 +345,31 @@ def test_cells_of_the_wrong_shape(rows):
     assert bulk._Chunk._cells_str([rows.encode()], counts, 2) is None
 
 
-def test_table_from_packed_rows_as_from_dicts():
+@pytest.mark.parametrize("constructor", ["columns", "rows"])
+def test_table_from_packed_rows_as_from_dicts(constructor, monkeypatch):
+    if constructor == "rows":   # (what another pandas without the internal constructors gets)
+        monkeypatch.delattr(pd.DataFrame, "_from_arrays")
     # rows with different sets of columns (materials, options): the table built from the packed
     # rows is the one pd.DataFrame builds from the row dicts (columns in order of appearance,
     # NaN where a row has no such column, the same dtypes)
     nan = float("nan")
-    dicts = [{"facility_id": "a", "x_change_pct": 10.0, "x_target": None, "flag": True, "n": 1},
-             {"facility_id": "b", "material_s_unit": "t/t", "x_change_pct": nan, "x_target": None, "n": 2},
+    dicts = [{"facility_id": "a", "x_change_pct": 10.0, "x_target": None, "flag": True, "n": 1,
+              "none": None, "text": "x"},
+             {"facility_id": "b", "material_s_unit": "t/t", "x_change_pct": nan, "x_target": None, "n": 2,
+              "none": None, "text": None},
              {"facility_id": "c", "x_change_pct": -7.0, "x_target": None, "flag": False, "n": 3,
-              "latest": None, "material_r_unit": "t/t"},
+              "latest": None, "material_r_unit": "t/t", "none": None, "text": "y"},
              {"facility_id": "d", "x_change_pct": -7.0, "x_target": None, "flag": False, "n": 3,
-              "latest": None, "material_r_unit": "t/t"}]
+              "latest": None, "material_r_unit": "t/t", "none": None, "text": "z"},
+             {"facility_id": "e", "x_change_pct": -9.0, "x_target": None, "flag": True, "n": 4,
+              "none": None, "text": "w"}]
     settings = Settings(target_low_pct=5, target_high_pct=8)
-    b = bulk.Bulk(paths=["p1", "p2", "p3", "p4", "p5"], invalid={"p5": []}, stats={},
-                  rows=[("row", d["facility_id"], (tuple(d), tuple(d.values()))) for d in dicts] + [("invalid", [])])
+    # rows come in blocks by set of columns, the blocks of two chunks in any order
+    first, second = bulk._blocks([(0, dicts[0]), (1, dicts[1]), (2, dicts[2])]), \
+        bulk._blocks([(3, dicts[3]), (5, dicts[4])])
+    b = bulk.Bulk(paths=["p1", "p2", "p3", "p4", "p5", "p6"], invalid={"p5": []}, stats={},
+                  rows=[("row", d["facility_id"]) for d in dicts[:4]] + [("invalid", []), ("row", "e")],
+                  blocks=second + first)
     from cpa.programme import _target
 
     expected = []
