@@ -2235,16 +2235,21 @@ def _warm() -> None:
 
 
 def _chunks(paths: list, w: int) -> list:
-    """Contiguous chunks of at most :data:`CHUNK` files; with several workers, the last
-    ``w * CHUNK`` files in chunks of half that, so that the workers finish closer together."""
+    """Contiguous chunks of at most :data:`CHUNK` files; with several workers, the last ones
+    smaller and smaller (halves, then quarters, of ``w`` chunks each), so that the workers
+    finish closer together."""
     n = len(paths)
     size = max(1, min(CHUNK, -(-n // w)))
     if w == 1 or n <= 2 * w * size:
         return [paths[a: a + size] for a in range(0, n, size)] or [[]]
-    tail = n - w * size
-    half = max(1, size // 2)
-    return ([paths[a: min(a + size, tail)] for a in range(0, tail, size)]
-            + [paths[a: a + half] for a in range(tail, n, half)])
+    tail = [max(1, size // 2)] * w + [max(1, size // 4)] * (2 * w)   # sizes of the last chunks
+    body = n - sum(tail)
+    out = [paths[a: min(a + size, body)] for a in range(0, body, size)]
+    a = body
+    for k in tail:
+        out.append(paths[a: a + k])
+        a += k
+    return out
 
 
 def load_many(paths, workers: int | None = None) -> Bulk:
