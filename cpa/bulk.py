@@ -324,21 +324,22 @@ def _utf8_nfc_bad(buf: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return hi[bad]
 
 
-def _scan_chunk(datas: list, caches) -> list:
-    """For each file's bytes (None: not read), its tables as :func:`_scan` gives them (header
-    and rows as UTF-8 bytes), or None where the per-file :func:`_scan` must decide.
+def _scan_chunk(datas: list, caches):
+    """The tables of files (their bytes; None: not read) as :func:`_scan` finds them:
+    ``(ok, (file, table, header, rows, row count))``, ``ok`` the files scanned here and, for
+    each of their sections, its file (index), table name, header and rows (UTF-8 bytes, rows
+    joined by "\\n") and number of rows. The per-file :func:`_scan` decides for the others.
 
-    The files are joined (each after a "\n", as :func:`_scan` prepends, and apart by a line of
+    The files are joined (each after a "\\n", as :func:`_scan` prepends, and apart by a line of
     its own) and their lines classified with array operations: a file is scanned here only if
     :func:`_scan_plain` would take it (every "## " heading followed by an empty line and a table
     whose lines all start and end with "|", no other table line, no other "#" line after the
     first heading but "###" ones) and :func:`_scan` would not stop before (no "\\", "<br>", tab,
-    control or line break but "\n", no indented table line, text already NFC)."""
+    control or line break but "\\n", no indented table line, text already NFC)."""
     title_cache, sep_cache = caches
     n = len(datas)
-    out: list = [None] * n
     if not n:
-        return out
+        return np.zeros(0, dtype=bool), (np.zeros(0, dtype=np.int64), [], [], [], np.zeros(0, dtype=np.int64))
     lens = np.fromiter((0 if d is None else len(d) for d in datas), dtype=np.int64, count=n)
     starts = np.zeros(n, dtype=np.int64)   # file i's text starts with the "\n" at starts[i]
     starts[1:] = np.cumsum(lens[:-1] + len(_SEP))
@@ -393,31 +394,29 @@ def _scan_chunk(datas: list, caches) -> list:
     ok &= np.bincount(fh[plain], weights=nrows[plain] + 2, minlength=n).astype(np.int64) == n_pipe
     sel = np.flatnonzero(ok[fh])   # (all the sections of these files are plain)
     h, fh, nrows, at = h[sel], fh[sel], nrows[sel], at[sel]
-    rows_end = e[np.maximum(h + 3 + nrows, h + 3)]
-    okl = ok.tolist()
-    for fi, t0, t1, h0, h1, p0, p1, d0, d1, k in zip(
-            fh.tolist(), (s[h] + 3).tolist(), e[h].tolist(), s[at[:, 1]].tolist(), e[at[:, 1]].tolist(),
-            s[at[:, 2]].tolist(), e[at[:, 2]].tolist(), s[at[:, 3]].tolist(), rows_end.tolist(),
-            nrows.tolist(), strict=True):
-        if not okl[fi]:
-            continue
-        title = chunk[t0:t1]
-        name = title_cache.get(title)
-        if name is None:
-            t = title.decode("utf-8").strip()
-            name = title_cache[title] = _lookup_title(t, title_cache) if t else ""
-        sep = chunk[p0:p1]
-        good = sep_cache.get(sep)
-        if good is None:
-            good = sep_cache[sep] = bool(_SEPARATOR.match(sep.decode("utf-8")))
-        tabs = out[fi]
-        if tabs is None:
-            tabs = out[fi] = {}
-        if not name or not good or name in tabs:
-            okl[fi] = False   # the per-file scan decides
-            continue
-        tabs[name] = (chunk[h0:h1], chunk[d0:d1] if k else b"", k)
-    return [t if g else None for t, g in zip(out, okl, strict=True)]
+    # titles → tables and separators checked once per distinct text; a file with an unknown
+    # title, a bad separator or a table twice is left to the per-file scan
+    titles = [chunk[a:b] for a, b in zip((s[h] + 3).tolist(), e[h].tolist(), strict=True)]
+    for t in set(titles).difference(title_cache):
+        text = t.decode("utf-8").strip()
+        title_cache[t] = _lookup_title(text, title_cache) if text else ""
+    seps = [chunk[a:b] for a, b in zip(s[at[:, 2]].tolist(), e[at[:, 2]].tolist(), strict=True)]
+    for sp in set(seps).difference(sep_cache):
+        sep_cache[sp] = bool(_SEPARATOR.match(sp.decode("utf-8")))
+    names = [title_cache[t] for t in titles]
+    code = {spec.name: k for k, spec in enumerate(schema.TABLES)}
+    tcode = np.fromiter((code.get(nm, -1) for nm in names), dtype=np.int64, count=len(names))
+    good = np.fromiter((sep_cache[sp] for sp in seps), dtype=bool, count=len(seps)) & (tcode >= 0)
+    ok[fh[~good]] = False
+    key = np.sort(fh * (len(code) + 1) + tcode)
+    ok[key[1:][key[1:] == key[:-1]] // (len(code) + 1)] = False
+    keep = np.flatnonzero(ok[fh])
+    kl = keep.tolist()
+    h0, h1 = s[at[keep, 1]].tolist(), e[at[keep, 1]].tolist()
+    d0, d1 = s[at[keep, 3]].tolist(), e[np.maximum(h[keep] + 3 + nrows[keep], h[keep] + 3)].tolist()
+    k = nrows[keep]
+    return ok, (fh[keep], [names[i] for i in kl], [chunk[a:b] for a, b in zip(h0, h1, strict=True)],
+                [chunk[a:b] if n else b"" for a, b, n in zip(d0, d1, k.tolist(), strict=True)], k)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -582,38 +581,43 @@ class _Chunk:
                 if data is None:
                     self.bad[i] = True
             datas.append(data)
-        scanned = _scan_chunk(datas, caches)
-        groups: dict = {}   # (table, header) -> [facs, rows, row counts]
-        required = {spec.name for spec in schema.TABLES if spec.required}
-        for i, (data, tabs) in enumerate(zip(datas, scanned, strict=True)):
-            if data is None:
+        ok, (fac, table, header, rows, count) = _scan_chunk(datas, caches)
+        # a worksheet without its facility table or a required one: the exact reader decides
+        need = {spec.name for spec in schema.TABLES if spec.required} | {"facility"}
+        has = np.bincount(fac[np.fromiter((t in need for t in table), dtype=bool, count=len(table))],
+                          minlength=self.n)
+        fac, count = fac.tolist(), count.tolist()
+        for i in np.flatnonzero(~ok).tolist():   # the per-file scan decides
+            if datas[i] is None:
                 continue
-            if tabs is None:   # the chunk scan was not sure: this file's own scan decides
-                try:
-                    text = data.decode("utf-8")
-                except ValueError:
-                    self.bad[i] = True
-                    continue
-                tabs = _scan(text, caches)
-                if tabs is not None:
-                    tabs = {k: (h.encode("utf-8"), d.encode("utf-8"), c) for k, (h, d, c) in tabs.items()}
-            if tabs is None or "facility" not in tabs:
+            try:
+                tabs = _scan(datas[i].decode("utf-8"), caches)
+            except ValueError:
+                tabs = None
+            if tabs is None:
                 self.bad[i] = True
                 continue
-            if not required <= tabs.keys():
-                self.bad[i] = True
-                continue
-            for name, (header, data, nrows) in tabs.items():
-                if not header:
+            has[i] = len(need & tabs.keys())
+            for name, (h, d, c) in tabs.items():
+                if not h:
                     if schema.table(name).keyvalue:
                         self.bad[i] = True
                     continue
-                g = groups.get((name, header))
-                if g is None:
-                    g = groups[(name, header)] = [[], [], []]
-                g[0].append(i)
-                g[1].append(data)
-                g[2].append(nrows)
+                fac.append(i)
+                table.append(name)
+                header.append(h.encode("utf-8"))
+                rows.append(d.encode("utf-8"))
+                count.append(c)
+        self.bad |= has != len(need)
+        groups: dict = {}   # (table, header) -> [facs, rows, row counts], in order of the files
+        order = np.argsort(np.asarray(fac, dtype=np.int64), kind="stable").tolist()
+        for k in order:
+            g = groups.get((table[k], header[k]))
+            if g is None:
+                g = groups[(table[k], header[k])] = [[], [], []]
+            g[0].append(fac[k])
+            g[1].append(rows[k])
+            g[2].append(count[k])
         self._split(groups)
 
     def _split(self, groups):

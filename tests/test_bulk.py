@@ -512,8 +512,12 @@ def test_chunk_scan_as_the_per_file_scan(synthetic):
     for p in sorted(glob.glob(os.path.join(ROOT, "examples", "*.cpa.md"))):
         datas.append(open(p, "rb").read())
         names.append(os.path.basename(p))
-    chunked = bulk._scan_chunk(datas + [None], ({}, {}))
-    assert chunked[-1] is None
+    ok, (fac, table, header, rows, count) = bulk._scan_chunk(datas + [None], ({}, {}))
+    assert not ok[-1]
+    chunked = [{} if good else None for good in ok.tolist()]
+    for f, t, h, r, c in zip(fac.tolist(), table, header, rows, count.tolist(), strict=True):
+        assert t not in chunked[f]
+        chunked[f][t] = (h, r, c)
     taken = []
     for name, data, tabs in zip(names, datas, chunked, strict=False):
         if tabs is None:
