@@ -72,6 +72,9 @@ _SEPARATOR = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 _ANY_AMBIGUOUS = re.compile(r"(?m)^[+-]?[1-9]\d{0,2}\.\d{3}$")
 _NOT_PLAIN = str.maketrans("", "", "0123456789.+-eE\n")   # deletes what a plain number may hold
 
+#: multipliers of the hash of 8–15-byte cells in :meth:`_Chunk._cells` (its codes are checked)
+_HASH_K = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))
+
 _LAYERS = ("mass_t", "water_m3", "energy_gj", "toe_vn", "co2_fossil_t", "co2_biogenic_t", "co2e_other_t")
 
 
@@ -697,14 +700,18 @@ class _Chunk:
         words = np.ndarray(shape=(nb + 9,), dtype="<u8", buffer=buf, offset=0, strides=(1,))
         masks = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
         tagged = lens.astype(np.uint64) << np.uint64(56)
-        short = lens <= 7
-        key = words[starts] & masks[np.minimum(lens, 8)]   # ≤ 7 bytes: the key is the cell
-        key[short] |= tagged[short]
-        mid = np.flatnonzero(~short & ~long_)   # 8–15 bytes: the pair (first word, rest + length)
+        w1 = words[starts] & masks[np.minimum(lens, 8)]
+        key = w1 | tagged   # ≤ 7 bytes: the key is the cell and its length (bits 56–58)
+        # 8–15 bytes: a hash of the two words (bit 62 set), checked against the first cell of
+        # each code below; longer: numbered as bytes (bit 63 set)
+        mid = np.flatnonzero((lens >= 8) & ~long_)
+        w2 = np.zeros(ncell, dtype=np.uint64)
         if len(mid):
-            ca, ua = pd.factorize(key[mid])
-            cb, _ = pd.factorize((words[starts[mid] + 8] & masks[lens[mid] - 8]) | tagged[mid])
-            key[mid] = (ca.astype(np.uint64) * np.uint64(len(ua)) + cb.astype(np.uint64)) | np.uint64(1 << 62)
+            w2[mid] = (words[starts[mid] + 8] & masks[lens[mid] - 8]) | tagged[mid]
+            with np.errstate(over="ignore"):
+                h = (w1[mid] * _HASH_K[0]) ^ (w2[mid] * _HASH_K[1])
+                h ^= h >> np.uint64(31)
+            key[mid] = (h & np.uint64((1 << 62) - 1)) | np.uint64(1 << 62)
         if long_.any():   # longer: as bytes
             li = np.flatnonzero(long_)
             texts = [big[s:e] for s, e in zip(starts[li].tolist(), ends[li].tolist(), strict=True)]
@@ -714,6 +721,16 @@ class _Chunk:
         # codes are numbered in order of appearance: the first cell of each is a new maximum
         top = np.maximum.accumulate(codes)
         first = np.flatnonzero(np.r_[True, top[1:] > top[:-1]])
+        if len(mid):
+            rep = first[codes[mid]]
+            if not ((lens[rep] == lens[mid]) & (w1[rep] == w1[mid]) & (w2[rep] == w2[mid])).all():
+                # two different cells with one hash: number the pairs exactly
+                ca, ua = pd.factorize(w1[mid])
+                cb, _ = pd.factorize(w2[mid])
+                key[mid] = (ca.astype(np.uint64) * np.uint64(len(ua)) + cb.astype(np.uint64)) | np.uint64(1 << 62)
+                codes, _ = pd.factorize(key)
+                top = np.maximum.accumulate(codes)
+                first = np.flatnonzero(np.r_[True, top[1:] > top[:-1]])
         # the distinct cells as strings: their bytes gathered with "|" after each, one decode
         ul = lens[first] + 1
         offs = np.cumsum(ul) - ul
