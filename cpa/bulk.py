@@ -1056,11 +1056,12 @@ class _Chunk:
                 t[k] = v[keep] if isinstance(v, np.ndarray) else [x for x, m in zip(v, keep, strict=True) if m]
 
     # -- computing -----------------------------------------------------------------------------
-    def compute(self) -> dict:
-        """Programme rows (settings-independent) of the good facilities: {fac: dict}."""
+    def compute(self):
+        """Programme rows (settings-independent) of the good facilities: ({fac: id}, blocks as
+        :func:`_blocks` makes them)."""
         good = ~self.bad
         if not good.any():
-            return {}
+            return {}, []
         r = _Rollup(self)
         return r.rows()
 
@@ -1462,75 +1463,106 @@ class _Rollup:
                 elif cur is None:
                     d[pr_i] = math.nan
         opts = self.options()
-        out = {}
-        good = np.nonzero(self.good & ~ch.fail)[0]
-        fac_fields = ch.fac
-        # per facility and per period as Python lists (no numpy scalar per value)
-        fid, fname, fname_en, sector, illus = (fac_fields[k].tolist() for k in
-                                               ("id", "name", "name_en", "sector", "illustrative"))
-        pid, pstart, pend = p["id"].tolist(), p["start"].tolist(), p["end"].tolist()
-        pq_l, pu_l, annual = pq.tolist(), pu.tolist(), self.p_annual.tolist()
-        toe_l = toe.tolist()
-        spec_l = [(key, arr.tolist(), unit) for key, arr, unit in
-                  (("energy", sp_energy, "GJ"), ("electricity", sp_kwh, "kWh"), ("water", sp_water, "m3"))]
-        base_l, latest_l = self.base.tolist(), self.latest.tolist()
-        paths = ch.paths
-        fail = ch.fail
+        sel = np.flatnonzero(self.good & ~ch.fail)
+        if not len(sel):
+            return {}, []
+        F = ch.fac
+        b, lt = self.base[sel], self.latest[sel]
+        has_lt = lt >= 0
+        ltc = np.where(has_lt, lt, 0)
         nan = math.nan
-        no_opts = no_options()   # (only read: update copies its values)
-        for fc in good.tolist():
-            if fail[fc]:
-                continue
-            b, lt = base_l[fc], latest_l[fc]
-            punit = pu_l[b]
-            has_lt = lt >= 0
-            row = {
-                "facility_id": fid[fc], "facility_name": fname[fc],
-                "facility_name_en": fname_en[fc] or fname[fc],
-                "sector": sector[fc], "illustrative": bool(illus[fc]),
-                "file": paths[fc],
-                "baseline_period": pid[b], "baseline_start": pstart[b], "baseline_end": pend[b],
-                "latest_period": pid[lt] if has_lt else None,
-                "latest_start": pstart[lt] if has_lt else None,
-                "latest_end": pend[lt] if has_lt else None,
-                "production_unit": punit,
-                "production_baseline": pq_l[b],
-            }
-            row["production_baseline_per_yr"] = pq_l[b] * annual[b]
-            row["production_latest"] = pq_l[lt] if has_lt else nan
-            for key, arr, unit in spec_l:
-                _resource(row, key, f"{unit}/{punit}" if punit else "", arr[b], arr[lt] if has_lt else nan)
+
+        def pick(arr, idx, missing=None):   # an object column, ``missing`` where there is no latest
+            out = np.asarray(arr, dtype=object)[idx]
+            out[~has_lt] = missing
+            return out
+
+        punit = pu[b]
+        unit_of: dict = {}
+        cols: dict = {}
+        cols["facility_id"] = F["id"][sel]
+        name = F["name"][sel]
+        cols["facility_name"] = name
+        cols["facility_name_en"] = np.array([en or nm for en, nm in zip(F["name_en"][sel].tolist(), name.tolist(),
+                                                                         strict=True)], dtype=object)
+        cols["sector"] = F["sector"][sel]
+        cols["illustrative"] = np.array([bool(x) for x in F["illustrative"][sel].tolist()], dtype=bool)
+        cols["file"] = np.asarray(ch.paths, dtype=object)[sel]
+        cols["baseline_period"], cols["baseline_start"], cols["baseline_end"] = p["id"][b], p["start"][b], p["end"][b]
+        cols["latest_period"], cols["latest_start"], cols["latest_end"] = (pick(p[k], ltc) for k in ("id", "start", "end"))
+        cols["production_unit"] = punit
+        cols["production_baseline"] = pq[b]
+        cols["production_baseline_per_yr"] = pq[b] * self.p_annual[b]
+        cols["production_latest"] = np.where(has_lt, pq[ltc], nan)
+
+        def resource(key, unit, bv, lv):
+            per = unit_of.setdefault(unit, {})
+            cols[f"{key}_unit"] = np.array([per.setdefault(u, f"{unit}/{u}" if u else "") for u in punit.tolist()],
+                                           dtype=object)
+            cols[f"{key}_baseline"] = bv
+            cols[f"{key}_latest"] = lv
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cols[f"{key}_change_pct"] = np.where((bv == bv) & (bv != 0) & (lv == lv), 100.0 * (lv - bv) / bv, nan)
+            cols[f"{key}_target"] = None   # set from the settings by programme_table_bulk
+
+        for key, arr, unit in (("energy", sp_energy, "GJ"), ("electricity", sp_kwh, "kWh"), ("water", sp_water, "m3")):
+            resource(key, unit, arr[b], np.where(has_lt, arr[ltc], nan))
+        head = list(cols)
+        # the main materials: their own columns, so facilities are grouped by the set they have
+        mat_keys: list = []
+        mat_vals: list = []
+        pq_l, pu_l = pq.tolist(), pu.tolist()
+        for fc, bi, li, hl in zip(sel.tolist(), b.tolist(), lt.tolist(), has_lt.tolist(), strict=True):
             fm = mats.get(fc)
+            keys, vals = [], []
             if fm:
                 for st in sorted(fm):
                     d = fm[st]
-                    if b not in d:
+                    if bi not in d:
                         continue
-                    qb = pq_l[b]
-                    bv = d[b] / qb if (qb == qb and qb > 0) else nan
-                    if has_lt and lt in d:
-                        ql = pq_l[lt]
-                        lv = d[lt] / ql if (ql == ql and ql > 0) else nan
+                    qb = pq_l[bi]
+                    bv = d[bi] / qb if (qb == qb and qb > 0) else nan
+                    if hl and li in d:
+                        ql = pq_l[li]
+                        lv = d[li] / ql if (ql == ql and ql > 0) else nan
                     else:
                         lv = nan
-                    _resource(row, f"material_{st}", f"t/{punit}" if punit else "", bv, lv)
-            row["toe_vn_per_yr_baseline"] = toe_l[b] * annual[b]
-            row["key_energy_user"] = row["toe_vn_per_yr_baseline"] >= 1000.0
-            row.update(opts.get(fc) or no_opts)
-            out[fc] = row
-        return out
+                    key = f"material_{st}"
+                    pu_ = pu_l[bi]
+                    keys += [f"{key}_unit", f"{key}_baseline", f"{key}_latest", f"{key}_change_pct", f"{key}_target"]
+                    vals += [f"t/{pu_}" if pu_ else "", bv, lv,
+                             100.0 * (lv - bv) / bv if (bv == bv and bv and lv == lv) else nan, None]
+            mat_keys.append(tuple(keys))
+            mat_vals.append(vals)
+        tail: dict = {}
+        tail["toe_vn_per_yr_baseline"] = toe[b] * self.p_annual[b]
+        tail["key_energy_user"] = tail["toe_vn_per_yr_baseline"] >= 1000.0
+        tail.update(opts(sel))
+        # blocks: one per set of material columns, columns as Python lists
+        groups: dict = {}
+        for k, keys in enumerate(mat_keys):
+            groups.setdefault(keys, []).append(k)
+        blocks = []
+        for keys, idx in groups.items():
+            at = np.asarray(idx, dtype=np.int64)
+            values = [[None] * len(idx) if cols[c] is None else cols[c][at].tolist() for c in head]
+            values += [list(v) for v in zip(*(mat_vals[k] for k in idx), strict=True)] if keys else []
+            values += [tail[c][at].tolist() for c in tail]
+            blocks.append((tuple(head) + keys + tuple(tail), sel[at].tolist(), values))
+        return dict(zip(sel.tolist(), cols["facility_id"].tolist(), strict=True)), blocks
 
     # -- options ---------------------------------------------------------------------------------
-    def options(self) -> dict:
-        """Per facility: the option counts and combined totals (cpa.options semantics),
-        vectorised across the facilities of the chunk."""
+    def options(self):
+        """The option counts and combined totals (cpa.options semantics), vectorised across the
+        facilities of the chunk: a function of the facilities chosen that gives their columns."""
         from cpa.options import ENERGY_KINDS, WASTE_T_KINDS
         from cpa.schema import choices
 
-        T, ch = self.T, self.ch
+        T = self.T
         o, e = T["options"], T["effects"]
         if not len(o["fac"]):
-            return {}
+            template = no_options()
+            return lambda sel: {k_: np.full(len(sel), v, dtype=type(v)) for k_, v in template.items()}
         n = self.n
         ofac = o["fac"]
         no = len(ofac)
@@ -1579,31 +1611,23 @@ class _Rollup:
             if rows is not None:
                 q_comb = self.apply(order, rows, e_inc, e_opos)
                 summ = self.summarise(rows, q_comb, e_inc, ENERGY_KINDS, WASTE_T_KINDS)
-        out: dict = {}
-        fail = ch.fail
+        # the option columns (those of cpa.programme.no_options, in its order) of the facilities
+        # ``sel``: facilities without options keep its values
         template = no_options()
-        counts_l = [(key, arr.tolist()) for key, arr in counts.items()]   # Python numbers
-        # (as floats: np.bincount of no rows is an integer array)
-        summ_l = [(key, summ[key].astype(float).tolist()) for key in
-                  ("saving_gj_per_yr", "toe_vn_per_yr", "co2e_t_per_yr", "water_m3_per_yr", "waste_t_per_yr")]
-        saving, opex_l, inv_l, grant_l = (x.astype(float).tolist() for x in
-                                          (summ["_saving"], sums["_opex"], sums["_inv"], sums["_grant"]))
-        for fc in facs_with.tolist():
-            if fail[fc]:
-                continue
-            d = template.copy()
-            for key, arr in counts_l:
-                d[key] = arr[fc]
-            for key, arr in summ_l:
-                d[key] = arr[fc]
-            d["net_saving_vnd_per_yr"] = saving[fc] - opex_l[fc]
-            d["investment_vnd"] = inv_l[fc]
-            d["grant_vnd"] = grant_l[fc]
-            net_inv = d["investment_vnd"] - d["grant_vnd"]
-            sav = d["net_saving_vnd_per_yr"]
-            d["payback_yr"] = net_inv / sav if sav and sav > 0 else math.inf
-            out[fc] = d
-        return out
+        with_opts = np.zeros(n, dtype=bool)
+        with_opts[facs_with] = True
+        saving = summ["_saving"].astype(float) - sums["_opex"].astype(float)
+        inv_t, grant_t = sums["_inv"].astype(float), sums["_grant"].astype(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            payback = np.where(saving > 0, (inv_t - grant_t) / np.where(saving > 0, saving, 1.0), math.inf)
+        payback = np.where(with_opts, payback, math.nan)
+        full = {**{k_: v.astype(np.int64) for k_, v in counts.items()},
+                **{k_: summ[k_].astype(float) for k_ in ("saving_gj_per_yr", "toe_vn_per_yr", "co2e_t_per_yr",
+                                                        "water_m3_per_yr", "waste_t_per_yr")},
+                "net_saving_vnd_per_yr": saving, "investment_vnd": inv_t, "grant_vnd": grant_t,
+                "payback_yr": payback}
+        assert set(full) == set(template), set(full) ^ set(template)
+        return lambda sel: {k_: full[k_][sel] for k_ in template}
 
     def cfv(self, units, to) -> np.ndarray:
         """conversion_factor(u, to) element-wise (NaN where it fails), once per distinct unit."""
@@ -2202,7 +2226,8 @@ def _chunk_rows(paths: list) -> tuple:
 
     ch = _Chunk(paths)
     stats = {"fast": 0, "exact": 0}
-    rows: dict = {}
+    ids: dict = {}
+    blocks: list = []
     import time
 
     try:
@@ -2215,21 +2240,20 @@ def _chunk_rows(paths: list) -> tuple:
             ch.check()
             ch.keep_good()
         t3 = time.process_time()
-        rows = ch.compute() if not ch.bad.all() else {}
+        ids, blocks = ch.compute() if not ch.bad.all() else ({}, [])
         t4 = time.process_time()
         stats.update(t_read=t1 - t0, t_convert=t2 - t1, t_check=t3 - t2, t_compute=t4 - t3)
     except Exception as exc:  # noqa: BLE001 - a fault of the fast path: the exact path decides
         if STRICT:
             raise
         stats["fast_error"] = repr(exc)
-        rows = {}
+        ids, blocks = {}, []
     entries = []
-    done = []   # (position, row dict)
+    done = []   # (position, row dict) of the exact path
     for i, p in enumerate(ch.paths):
-        row = rows.get(i)
-        if row is not None:
-            entries.append(("row", row["facility_id"]))
-            done.append((i, row))
+        fid = ids.get(i)
+        if fid is not None:
+            entries.append(("row", fid))
             stats["fast"] += 1
             continue
         stats["exact"] += 1
@@ -2242,7 +2266,7 @@ def _chunk_rows(paths: list) -> tuple:
             entries.append(("row", ws.id))
         except Exception as exc:  # noqa: BLE001 - raised in order by programme_table_bulk
             entries.append(("error", ws.id, exc))
-    stats["blocks"] = _blocks(done)
+    stats["blocks"] = blocks + _blocks(done)
     return entries, stats
 
 
