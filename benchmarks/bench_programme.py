@@ -1,6 +1,6 @@
 """Time loading and rolling up a national programme of synthetic facilities.
 
-    python benchmarks/bench_programme.py N [--out DIR] [--keep] [--workers W] [--exact K]
+    python benchmarks/bench_programme.py N [--out DIR] [--keep] [--workers W] [--exact K] [--repeat R]
     python benchmarks/bench_programme.py --smoke
 
 Generates N synthetic facility worksheets (text ``.cpa.md``, valid, varied: 5–10 steps, 30–60
@@ -13,7 +13,8 @@ temporary folder (or ``--out DIR``), and writes the same flow rows as one CSV. T
 (b) cpa: :func:`cpa.bulk.load_many` + :func:`cpa.bulk.programme_table_bulk` (reading, checking,
     converting every worksheet and the whole roll-up, options combined without double counting);
 
-and prints both, their ratio and the peak memory (``ru_maxrss`` of this process and of its
+(R times each, in turn, default 3: the machine's speed drifts between runs) and prints both
+(medians and each run), their ratio and the peak memory (``ru_maxrss`` of this process and of its
 worker processes). ``--exact K`` also times the exact per-file path on K facilities and
 extrapolates. Speed is measured here, never asserted in a test; ``--smoke`` (N = 20) is what CI
 runs (``tests/test_bench_smoke.py``).
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -340,7 +342,7 @@ def _peak_mib() -> tuple[float, float]:
 
 
 def run(n: int, out: str | None = None, keep: bool = False, workers: int | None = None,
-        exact: int = 0, seed: int = 0, quiet: bool = False) -> dict:
+        exact: int = 0, seed: int = 0, quiet: bool = False, repeat: int = 1) -> dict:
     """Generate, time and print; returns the figures (seconds, MiB)."""
     sys.path.insert(0, os.path.join(HERE, ".."))
     import pandas as pd
@@ -365,35 +367,44 @@ def run(n: int, out: str | None = None, keep: bool = False, workers: int | None 
         load_before = os.getloadavg()
         say(f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} / {load_before[1]:.2f} / "
             f"{load_before[2]:.2f} (1 / 5 / 15 min) before timing")
-        t0 = time.perf_counter()
-        flows = pd.read_csv(os.path.join(folder, "flows.csv"))
-        sums = flows.groupby(["facility", "period", "stream"]).quantity.sum()
-        t_pandas = time.perf_counter() - t0
-        say(f"(a) bare pandas read_csv + groupby-sum of {len(flows):,} flow rows: {t_pandas:.3f} s "
-            f"({len(sums):,} groups)")
+        t_pd, t_ld, t_all = [], [], []
+        for _ in range(max(1, repeat)):   # (a) and (b) in turn: the machine's speed drifts
+            t0 = time.perf_counter()
+            flows = pd.read_csv(os.path.join(folder, "flows.csv"))
+            sums = flows.groupby(["facility", "period", "stream"]).quantity.sum()
+            t_pd.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            bulk = load_many(paths, workers=workers)
+            t_ld.append(time.perf_counter() - t0)
+            table = programme_table_bulk(bulk, Settings())
+            t_all.append(time.perf_counter() - t0)
+            assert len(table) == n and not bulk.invalid, (len(table), list(bulk.invalid)[:3])
+        t_pandas, t_load, t_cpa = (statistics.median(x) for x in (t_pd, t_ld, t_all))
+        runs = f" (median of {len(t_pd)}: " if len(t_pd) > 1 else ""
 
-        t0 = time.perf_counter()
-        bulk = load_many(paths, workers=workers)
-        t_load = time.perf_counter() - t0
-        table = programme_table_bulk(bulk, Settings())
-        t_cpa = time.perf_counter() - t0
-        assert len(table) == n and not bulk.invalid, (len(table), list(bulk.invalid)[:3])
-        me, kids = _peak_mib()
+        def each(xs):
+            return (runs + ", ".join(f"{x:.3f}" for x in xs) + ")") if runs else ""
+
+        say(f"(a) bare pandas read_csv + groupby-sum of {len(flows):,} flow rows: {t_pandas:.3f} s{each(t_pd)} "
+            f"({len(sums):,} groups)")
         say(f"(b) cpa fast path, load + check {t_load:.3f} s, + roll-up {t_cpa - t_load:.3f} s: "
-            f"{t_cpa:.3f} s for {len(table):,} facilities "
+            f"{t_cpa:.3f} s{each(t_all)} for {len(table):,} facilities "
             f"({bulk.stats.get('fast', 0):,} fast, {bulk.stats.get('exact', 0):,} by the exact path)")
-        say(f"ratio (b)/(a): {t_cpa / t_pandas:.1f}")
+        ratios = [b / a for a, b in zip(t_pd, t_all, strict=True)]
+        say(f"ratio (b)/(a): {t_cpa / t_pandas:.1f}" + (f" (each run: {', '.join(f'{r:.1f}' for r in ratios)})"
+                                                        if runs else ""))
+        me, kids = _peak_mib()
         say(f"peak memory (ru_maxrss): this process {me:,.0f} MiB, largest worker {kids:,.0f} MiB")
         cpu = {k: bulk.stats.get(k, 0.0) for k in ("t_read", "t_convert", "t_check", "t_compute")}
         total_cpu = sum(cpu.values())
-        say("CPU time of the workers: " + ", ".join(f"{k[2:]} {v:.2f} s" for k, v in cpu.items())
+        say("CPU time of the workers (last run): " + ", ".join(f"{k[2:]} {v:.2f} s" for k, v in cpu.items())
             + f" (total {total_cpu:.2f} s, {1000 * total_cpu / max(n, 1):.2f} ms per facility)")
         load_after = os.getloadavg()
         say(f"load average after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}")
         figures = {"loadavg_before": load_before, "loadavg_after": load_after, "cpu_s": cpu,
                    "cpu_ms_per_facility": 1000 * total_cpu / max(n, 1),
 "n": n, "pandas_s": t_pandas, "cpa_s": t_cpa, "load_s": t_load,
-                   "ratio": t_cpa / t_pandas, "peak_mib": me, "peak_worker_mib": kids,
+                   "ratio": t_cpa / t_pandas, "ratios": ratios, "peak_mib": me, "peak_worker_mib": kids,
                    "flow_rows": int(len(flows)), "mib_of_text": size / 2**20}
         if exact:
             from cpa.programme import programme_table
@@ -421,10 +432,13 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: CPUs, at most 2)")
     ap.add_argument("--exact", type=int, default=0, metavar="K", help="also time the exact path on K facilities")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3, metavar="R",
+                    help="time (a) and (b) R times, in turn, and report the medians (default 3)")
     ap.add_argument("--smoke", action="store_true", help="a quick run for CI (N = 20)")
     a = ap.parse_args(argv)
     n = 20 if a.smoke else a.n
-    run(n, out=a.out, keep=a.keep, workers=a.workers, exact=a.exact, seed=a.seed)
+    run(n, out=a.out, keep=a.keep, workers=a.workers, exact=a.exact, seed=a.seed,
+        repeat=1 if a.smoke else a.repeat)
 
 
 if __name__ == "__main__":
