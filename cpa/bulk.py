@@ -418,8 +418,9 @@ def _scan_chunk(datas: list, caches):
     h0, h1 = s[at[keep, 1]].tolist(), e[at[keep, 1]].tolist()
     d0, d1 = s[at[keep, 3]].tolist(), e[np.maximum(h[keep] + 3 + nrows[keep], h[keep] + 3)].tolist()
     k = nrows[keep]
+    view = memoryview(chunk)   # the rows as views: copied once, when a table's rows are joined
     return ok, (fh[keep], [names[i] for i in kl], [chunk[a:b] for a, b in zip(h0, h1, strict=True)],
-                [chunk[a:b] if n else b"" for a, b, n in zip(d0, d1, k.tolist(), strict=True)], k)
+                [view[a:b] if n else b"" for a, b, n in zip(d0, d1, k.tolist(), strict=True)], k)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -639,7 +640,8 @@ class _Chunk:
             if cells is None:   # some facility has a row of the wrong shape: find it
                 keep = []
                 for k, block in enumerate(blocks):
-                    if not block or all(r.endswith(b"|") and r.count(b"|") == width + 1 for r in block.split(b"\n")):
+                    if not block or all(r.endswith(b"|") and r.count(b"|") == width + 1
+                                        for r in bytes(block).split(b"\n")):
                         keep.append(k)
                     else:
                         self.bad[facs[k]] = True
@@ -1631,7 +1633,10 @@ class _Rollup:
 
     def cfv(self, units, to) -> np.ndarray:
         """conversion_factor(u, to) element-wise (NaN where it fails), once per distinct unit."""
-        return np.array([self.cf(u, to) for u in units], dtype=float)
+        if not len(units):
+            return np.zeros(0)
+        codes, uniq = _factorize(units)   # (None: code -1, the NaN at the end)
+        return np.array([self.cf(u, to) for u in uniq] + [math.nan], dtype=float)[codes]
 
     # the context of the options: flows crossing the boundary, by (facility, period, stream)
     def context(self):
