@@ -341,15 +341,53 @@ def _peak_mib() -> tuple[float, float]:
     return me, kids
 
 
-def run(n: int, out: str | None = None, keep: bool = False, workers: int | None = None,
-        exact: int = 0, seed: int = 0, quiet: bool = False, repeat: int = 1) -> dict:
-    """Generate, time and print; returns the figures (seconds, MiB)."""
-    sys.path.insert(0, os.path.join(HERE, ".."))
+def _measure(kind: str, folder: str, n: int, workers: int | None) -> dict:
+    """One timing in this (fresh) process: pandas imported first, untimed, as it is before
+    either (a) or (b); cpa's own imports (pint, its modules) are part of (b)."""
     import pandas as pd
 
+    if kind == "pandas":
+        t0 = time.perf_counter()
+        flows = pd.read_csv(os.path.join(folder, "flows.csv"))
+        sums = flows.groupby(["facility", "period", "stream"]).quantity.sum()
+        return {"s": time.perf_counter() - t0, "rows": int(len(flows)), "groups": int(len(sums))}
+    sys.path.insert(0, os.path.join(HERE, ".."))
+    paths = [os.path.join(folder, f"f{i:06d}.cpa.md") for i in range(n)]
+    t0 = time.perf_counter()
     from cpa.bulk import load_many, programme_table_bulk
     from cpa.programme import Settings
 
+    bulk = load_many(paths, workers=workers)
+    t_load = time.perf_counter() - t0
+    table = programme_table_bulk(bulk, Settings())
+    t_all = time.perf_counter() - t0
+    assert len(table) == n and not bulk.invalid, (len(table), list(bulk.invalid)[:3])
+    me, kids = _peak_mib()
+    return {"s": t_all, "load_s": t_load, "facilities": int(len(table)), "peak_mib": me, "peak_worker_mib": kids,
+            "stats": {k: v for k, v in bulk.stats.items() if isinstance(v, (int, float))}}
+
+
+def _fresh(kind: str, folder: str, n: int, workers: int | None) -> dict:
+    """:func:`_measure` in a new Python process (nothing imported, nothing cached)."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--measure", kind, "--out", folder, str(n)]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(n: int, out: str | None = None, keep: bool = False, workers: int | None = None,
+        exact: int = 0, seed: int = 0, quiet: bool = False, repeat: int = 1) -> dict:
+    """Generate, time and print; returns the figures (seconds, MiB)."""
+    # cpa's modules as an installed package has them, compiled to bytecode (pip compiles them
+    # at install; a source tree run with PYTHONDONTWRITEBYTECODE would compile them in every
+    # timed run): untimed
+    import compileall
+
+    compileall.compile_dir(os.path.join(HERE, "..", "cpa"), quiet=1)
     tmp = None
     if out is None:
         tmp = tempfile.mkdtemp(prefix="cpa-bench-")
@@ -367,35 +405,32 @@ def run(n: int, out: str | None = None, keep: bool = False, workers: int | None 
         load_before = os.getloadavg()
         say(f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} / {load_before[1]:.2f} / "
             f"{load_before[2]:.2f} (1 / 5 / 15 min) before timing")
-        t_pd, t_ld, t_all = [], [], []
-        for _ in range(max(1, repeat)):   # (a) and (b) in turn: the machine's speed drifts
-            t0 = time.perf_counter()
-            flows = pd.read_csv(os.path.join(folder, "flows.csv"))
-            sums = flows.groupby(["facility", "period", "stream"]).quantity.sum()
-            t_pd.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            bulk = load_many(paths, workers=workers)
-            t_ld.append(time.perf_counter() - t0)
-            table = programme_table_bulk(bulk, Settings())
-            t_all.append(time.perf_counter() - t0)
-            assert len(table) == n and not bulk.invalid, (len(table), list(bulk.invalid)[:3])
-        t_pandas, t_load, t_cpa = (statistics.median(x) for x in (t_pd, t_ld, t_all))
+        # (a) and (b) in turn, each in a fresh process (the machine's speed drifts)
+        pd_runs, cpa_runs = [], []
+        for _ in range(max(1, repeat)):
+            pd_runs.append(_fresh("pandas", folder, n, workers))
+            cpa_runs.append(_fresh("cpa", folder, n, workers))
+        t_pd, t_all = [r["s"] for r in pd_runs], [r["s"] for r in cpa_runs]
+        t_pandas, t_cpa = statistics.median(t_pd), statistics.median(t_all)
+        t_load = statistics.median(r["load_s"] for r in cpa_runs)
+        last = cpa_runs[-1]
         runs = f" (median of {len(t_pd)}: " if len(t_pd) > 1 else ""
 
         def each(xs):
             return (runs + ", ".join(f"{x:.3f}" for x in xs) + ")") if runs else ""
 
-        say(f"(a) bare pandas read_csv + groupby-sum of {len(flows):,} flow rows: {t_pandas:.3f} s{each(t_pd)} "
-            f"({len(sums):,} groups)")
-        say(f"(b) cpa fast path, load + check {t_load:.3f} s, + roll-up {t_cpa - t_load:.3f} s: "
-            f"{t_cpa:.3f} s{each(t_all)} for {len(table):,} facilities "
-            f"({bulk.stats.get('fast', 0):,} fast, {bulk.stats.get('exact', 0):,} by the exact path)")
+        say(f"(a) bare pandas read_csv + groupby-sum of {pd_runs[0]['rows']:,} flow rows: {t_pandas:.3f} s"
+            f"{each(t_pd)} ({pd_runs[0]['groups']:,} groups)")
+        say(f"(b) cpa fast path, imports + load + check {t_load:.3f} s, + roll-up {t_cpa - t_load:.3f} s: "
+            f"{t_cpa:.3f} s{each(t_all)} for {last['facilities']:,} facilities "
+            f"({last['stats'].get('fast', 0):,} fast, {last['stats'].get('exact', 0):,} by the exact path)")
         ratios = [b / a for a, b in zip(t_pd, t_all, strict=True)]
         say(f"ratio (b)/(a): {t_cpa / t_pandas:.1f}" + (f" (each run: {', '.join(f'{r:.1f}' for r in ratios)})"
                                                         if runs else ""))
-        me, kids = _peak_mib()
-        say(f"peak memory (ru_maxrss): this process {me:,.0f} MiB, largest worker {kids:,.0f} MiB")
-        cpu = {k: bulk.stats.get(k, 0.0) for k in ("t_read", "t_convert", "t_check", "t_compute")}
+        me = max(r["peak_mib"] for r in cpa_runs)
+        kids = max(r["peak_worker_mib"] for r in cpa_runs)
+        say(f"peak memory (ru_maxrss): the cpa process {me:,.0f} MiB, largest worker {kids:,.0f} MiB")
+        cpu = {k: last["stats"].get(k, 0.0) for k in ("t_read", "t_convert", "t_check", "t_compute")}
         total_cpu = sum(cpu.values())
         say("CPU time of the workers (last run): " + ", ".join(f"{k[2:]} {v:.2f} s" for k, v in cpu.items())
             + f" (total {total_cpu:.2f} s, {1000 * total_cpu / max(n, 1):.2f} ms per facility)")
@@ -403,11 +438,12 @@ def run(n: int, out: str | None = None, keep: bool = False, workers: int | None 
         say(f"load average after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}")
         figures = {"loadavg_before": load_before, "loadavg_after": load_after, "cpu_s": cpu,
                    "cpu_ms_per_facility": 1000 * total_cpu / max(n, 1),
-"n": n, "pandas_s": t_pandas, "cpa_s": t_cpa, "load_s": t_load,
+                   "n": n, "pandas_s": t_pandas, "cpa_s": t_cpa, "load_s": t_load,
                    "ratio": t_cpa / t_pandas, "ratios": ratios, "peak_mib": me, "peak_worker_mib": kids,
-                   "flow_rows": int(len(flows)), "mib_of_text": size / 2**20}
+                   "flow_rows": pd_runs[0]["rows"], "mib_of_text": size / 2**20}
         if exact:
-            from cpa.programme import programme_table
+            sys.path.insert(0, os.path.join(HERE, ".."))
+            from cpa.programme import Settings, programme_table
             from cpa.worksheet import load
 
             k = min(exact, n)
@@ -435,7 +471,13 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=3, metavar="R",
                     help="time (a) and (b) R times, in turn, and report the medians (default 3)")
     ap.add_argument("--smoke", action="store_true", help="a quick run for CI (N = 20)")
+    ap.add_argument("--measure", choices=("pandas", "cpa"), help=argparse.SUPPRESS)   # (one fresh timing)
     a = ap.parse_args(argv)
+    if a.measure:
+        import json
+
+        print(json.dumps(_measure(a.measure, a.out, a.n, a.workers)))
+        return
     n = 20 if a.smoke else a.n
     run(n, out=a.out, keep=a.keep, workers=a.workers, exact=a.exact, seed=a.seed,
         repeat=1 if a.smoke else a.repeat)

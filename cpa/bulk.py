@@ -613,15 +613,17 @@ class _Chunk:
                 rows.append(d.encode("utf-8"))
                 count.append(c)
         self.bad |= has != len(need)
-        groups: dict = {}   # (table, header) -> [facs, rows, row counts], in order of the files
-        order = np.argsort(np.asarray(fac, dtype=np.int64), kind="stable").tolist()
-        for k in order:
-            g = groups.get((table[k], header[k]))
-            if g is None:
-                g = groups[(table[k], header[k])] = [[], [], []]
-            g[0].append(fac[k])
-            g[1].append(rows[k])
-            g[2].append(count[k])
+        # (table, header) -> [facs, rows, row counts], in order of the files
+        gmap: dict = {}
+        gid = np.fromiter((gmap.setdefault(th, len(gmap)) for th in zip(table, header)), dtype=np.int64,
+                          count=len(table))
+        fac_a, count_a = np.asarray(fac, dtype=np.int64), np.asarray(count, dtype=np.int64)
+        order = np.lexsort((fac_a, gid))
+        bounds = np.searchsorted(gid[order], np.arange(len(gmap) + 1))
+        groups: dict = {}
+        for g, key in enumerate(gmap):
+            idx = order[bounds[g]: bounds[g + 1]]
+            groups[key] = [fac_a[idx].tolist(), [rows[k] for k in idx.tolist()], count_a[idx].tolist()]
         self._split(groups)
 
     def _split(self, groups):
