@@ -615,7 +615,7 @@ class _Chunk:
         self.bad |= has != len(need)
         # (table, header) -> [facs, rows, row counts], in order of the files
         gmap: dict = {}
-        gid = np.fromiter((gmap.setdefault(th, len(gmap)) for th in zip(table, header)), dtype=np.int64,
+        gid = np.fromiter((gmap.setdefault(th, len(gmap)) for th in zip(table, header, strict=True)), dtype=np.int64,
                           count=len(table))
         fac_a, count_a = np.asarray(fac, dtype=np.int64), np.asarray(count, dtype=np.int64)
         order = np.lexsort((fac_a, gid))
@@ -2327,6 +2327,67 @@ def _chunks(paths: list, w: int) -> list:
     return out
 
 
+def _claim(nxt) -> int:
+    with nxt.get_lock():
+        k = nxt.value
+        nxt.value += 1
+    return k
+
+
+def _serve(chunks: list, nxt, results) -> None:
+    """A worker process: the next chunk not yet claimed, until there is none; each result is
+    sent as (chunk number, result), then None."""
+    with _no_gc():
+        while (k := _claim(nxt)) < len(chunks):
+            results.put((k, _chunk_rows(chunks[k])))
+    results.put(None)
+    results.close()
+    results.join_thread()
+
+
+def _in_parallel(chunks: list, w: int, mp) -> list:
+    """The results of :func:`_run_chunk` on every chunk, computed by this process and ``w - 1``
+    forked ones, each taking the next chunk not yet taken (no pool: this process works too, and
+    only the others' results travel). A chunk whose worker died is computed here."""
+    import queue
+
+    try:
+        ctx = mp.get_context("fork")
+    except ValueError:  # pragma: no cover - no fork on this platform
+        return [_run_chunk(c) for c in chunks]
+    nxt = ctx.Value("l", 0)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_serve, args=(chunks, nxt, results), daemon=True) for _ in range(w - 1)]
+    for proc in procs:
+        proc.start()
+    parts: dict = {}
+    try:
+        with _no_gc():
+            while (k := _claim(nxt)) < len(chunks):
+                parts[k] = _chunk_rows(chunks[k])
+            done = 0
+            while done < len(procs):
+                try:
+                    item = results.get(timeout=0.5)
+                except queue.Empty:
+                    if not any(proc.is_alive() for proc in procs):
+                        break   # a worker died: its chunk is computed below
+                    continue
+                if item is None:
+                    done += 1
+                else:
+                    parts[item[0]] = item[1]
+        for k in range(len(chunks)):
+            if k not in parts:
+                parts[k] = _run_chunk(chunks[k])
+    finally:
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():  # pragma: no cover
+                proc.terminate()
+    return [parts[k] for k in range(len(chunks))]
+
+
 def load_many(paths, workers: int | None = None) -> Bulk:
     """Read and check many worksheets (and compute their settings-independent figures).
 
@@ -2352,12 +2413,7 @@ def load_many(paths, workers: int | None = None) -> Bulk:
         parts = [_run_chunk(c) for c in chunks]
     else:
         _warm()   # once here, not in every forked worker
-        try:
-            ctx = mp.get_context("fork")
-        except ValueError:  # pragma: no cover - no fork on this platform
-            ctx = mp.get_context()
-        with ctx.Pool(w) as pool, _no_gc():
-            parts = list(pool.imap(_run_chunk, chunks))
+        parts = _in_parallel(chunks, w, mp)
     entries, stats, blocks = [], {"fast": 0, "exact": 0, "workers": w}, []
     for e, s in parts:
         offset = len(entries)

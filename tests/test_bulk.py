@@ -106,6 +106,24 @@ def test_two_workers(synthetic):
     pd.testing.assert_frame_equal(one, two)
 
 
+def test_a_worker_that_dies(synthetic, monkeypatch):
+    # a worker process that dies on a chunk: this process computes that chunk, the table is whole
+    paths = synthetic[0]
+    parent = os.getpid()
+    real = bulk._chunk_rows
+
+    def dying(chunk):
+        if os.getpid() != parent:
+            os._exit(3)
+        return real(chunk)
+
+    monkeypatch.setattr(bulk, "CHUNK", 5)
+    monkeypatch.setattr(bulk, "_chunk_rows", dying)
+    two = bulk.programme_table_bulk(bulk.load_many(paths, workers=2))
+    monkeypatch.setattr(bulk, "_chunk_rows", real)
+    pd.testing.assert_frame_equal(two, bulk.programme_table_bulk(bulk.load_many(paths, workers=1)))
+
+
 def test_duplicate_ids(tmp_path, synthetic):
     a = synthetic[0][0]
     dup = tmp_path / "copy.cpa.md"
