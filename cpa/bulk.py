@@ -1549,9 +1549,9 @@ class _Rollup:
         blocks = []
         for keys, idx in groups.items():
             at = np.asarray(idx, dtype=np.int64)
-            values = [[None] * len(idx) if cols[c] is None else cols[c][at].tolist() for c in head]
+            values = [[None] * len(idx) if cols[c] is None else cols[c][at] for c in head]
             values += [list(v) for v in zip(*(mat_vals[k] for k in idx), strict=True)] if keys else []
-            values += [tail[c][at].tolist() for c in tail]
+            values += [tail[c][at] for c in tail]
             blocks.append((tuple(head) + keys + tuple(tail), sel[at].tolist(), values))
         return dict(zip(sel.tolist(), cols["facility_id"].tolist(), strict=True)), blocks
 
@@ -2470,7 +2470,7 @@ def _table(bulk: Bulk, settings):
         for k in keys:
             columns.setdefault(k, len(columns))
     n = sum(len(pos) for parts in merged.values() for pos, _ in parts)
-    out = [np.full(n, math.nan, dtype=object) for _ in columns]
+    pieces: list = [[] for _ in columns]   # per column: (rows, values) of each block
     # rows in the order of the paths: a position's rank among the positions of all rows
     ranks = np.concatenate([np.asarray(pos, dtype=np.int64) for parts in merged.values() for pos, _ in parts])
     order = np.empty(n, dtype=np.int64)
@@ -2484,23 +2484,46 @@ def _table(bulk: Bulk, settings):
                 values = cols[j]
                 if k.endswith("_target"):
                     values = [_target(v, settings) for v in cols[where[k[: -len("_target")] + "_change_pct"]]]
-                out[columns[k]][at] = np.fromiter(values, dtype=object, count=len(at))
-    return _frame(out, list(columns))
+                pieces[columns[k]].append((at, values))
+    return _frame([_column(p, n) for p in pieces], list(columns))
+
+
+def _column(pieces: list, n: int):
+    """One column of the table from its blocks' (rows, values): ``(array, final)``. Values given
+    as float arrays in every block make a float column (NaN where a row has none), bool or
+    integer arrays covering every row a column of their type: what the constructor's inference
+    makes of the same numbers. Anything else is an object column (NaN where a row has none),
+    still to be converted as the constructor converts it."""
+    kinds = {v.dtype.kind if isinstance(v, np.ndarray) else "O" for _, v in pieces}
+    if kinds == {"f"} or (len(kinds) == 1 and kinds <= {"b", "i"} and sum(len(at) for at, _ in pieces) == n):
+        col = np.full(n, math.nan) if kinds == {"f"} else np.empty(n, dtype=pieces[0][1].dtype)
+        for at, v in pieces:
+            col[at] = v
+        return col, True
+    col = np.full(n, math.nan, dtype=object)
+    for at, v in pieces:
+        col[at] = v if isinstance(v, np.ndarray) else np.fromiter(v, dtype=object, count=len(at))
+    return col, False
 
 
 def _frame(cols: list, names: list):
-    """``pd.DataFrame(rows, columns=names)`` of the rows whose columns (object arrays) are
-    ``cols``: each column converted as the constructor converts it, without the round trip
-    through rows."""
+    """``pd.DataFrame(rows, columns=names)`` of the rows whose columns are ``cols`` (from
+    :func:`_column`): each object column converted as the constructor converts it, without the
+    round trip through rows."""
     import pandas as pd
 
+    n = len(cols[0][0])
     try:
         from pandas.core.internals.construction import convert_object_array
 
-        arrays = convert_object_array(cols, dtype=None)
-        return pd.DataFrame._from_arrays(arrays, columns=pd.Index(names), index=pd.RangeIndex(len(cols[0])))
+        todo = [k for k, (_, final) in enumerate(cols) if not final]
+        arrays = [c for c, _ in cols]
+        for k, arr in zip(todo, convert_object_array([arrays[k] for k in todo], dtype=None), strict=True):
+            arrays[k] = arr
+        return pd.DataFrame._from_arrays(arrays, columns=pd.Index(names), index=pd.RangeIndex(n))
     except (ImportError, AttributeError, TypeError):  # pragma: no cover - another pandas
-        return pd.DataFrame(list(zip(*(c.tolist() for c in cols), strict=True)), columns=names)
+        rows = zip(*(c.astype(object).tolist() for c, _ in cols), strict=True)
+        return pd.DataFrame(list(rows), columns=names)
 
 
 def programme_from_paths(paths, settings=None, allow_invalid: bool = False):
