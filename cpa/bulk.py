@@ -2361,22 +2361,31 @@ def _in_parallel(chunks: list, w: int, mp) -> list:
     for proc in procs:
         proc.start()
     parts: dict = {}
+    done = 0
+
+    def take(item) -> None:
+        nonlocal done
+        if item is None:
+            done += 1
+        else:
+            parts[item[0]] = item[1]
+
     try:
         with _no_gc():
             while (k := _claim(nxt)) < len(chunks):
                 parts[k] = _chunk_rows(chunks[k])
-            done = 0
+                while True:   # the others' results so far (meanwhile they take more chunks)
+                    try:
+                        take(results.get_nowait())
+                    except queue.Empty:
+                        break
             while done < len(procs):
                 try:
-                    item = results.get(timeout=0.5)
+                    take(results.get(timeout=0.5))
                 except queue.Empty:
                     if not any(proc.is_alive() for proc in procs):
                         break   # a worker died: its chunk is computed below
                     continue
-                if item is None:
-                    done += 1
-                else:
-                    parts[item[0]] = item[1]
         for k in range(len(chunks)):
             if k not in parts:
                 parts[k] = _run_chunk(chunks[k])
