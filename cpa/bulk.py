@@ -1084,14 +1084,25 @@ def _join_keys(*parts) -> np.ndarray:
 def _oneof(arr, values) -> np.ndarray:
     """Element-wise ``x in values`` for an array of strings (None and NaN: False), once per
     distinct element (np.isin sorts strings)."""
+    return _among(arr)(values)
+
+
+def _among(arr):
+    """``_oneof(arr, values)`` as a function of ``values``, the array numbered once (for several
+    tests of one array)."""
     import pandas as pd
 
     arr = np.asarray(arr, dtype=object)
     if not len(arr):
-        return np.zeros(0, dtype=bool)
+        return lambda values: np.zeros(0, dtype=bool)
     codes, uniq = pd.factorize(arr)
-    values = set(values)
-    return np.array([isinstance(u, str) and u in values for u in uniq.tolist()] + [False], dtype=bool)[codes]
+    ul = uniq.tolist()
+
+    def test(values) -> np.ndarray:
+        values = set(values)
+        return np.array([isinstance(u, str) and u in values for u in ul] + [False], dtype=bool)[codes]
+
+    return test
 
 
 def _notnone(arr) -> np.ndarray:
@@ -1287,6 +1298,12 @@ class _Rollup:
     def fail(self, fac, mask=None):
         self.ch.mark(fac, mask, which="fail")
 
+    def id_in(self, values) -> np.ndarray:
+        """Per number of the chunk's values (and -1, none, last): whether the value is in
+        ``values``."""
+        values = set(values)
+        return np.array([v in values for v in self.ch.ids] + [False], dtype=bool)
+
     # -- periods --------------------------------------------------------------------------------
     def periods(self):
         p = self.T["periods"]
@@ -1325,7 +1342,9 @@ class _Rollup:
         prow = self.pkey.get(fac, f["period"], -1, gkeys=f["period#"]).astype(np.int64)
         year = self.p_year[prow]
         self.f_kind, self.f_prow = kinds, prow
-        self.f_layers = f["quantity"][:, None] * self.layers(fac, f["stream"], kinds, fuelv, f["unit"], year)
+        self.f_kind_in = _among(kinds)
+        self.f_layers = f["quantity"][:, None] * self.layers(fac, f["stream"], kinds, fuelv, f["unit"], year,
+                                                             ids=(f["stream#"], f["unit#"]))
 
     def overrides(self):
         """Per facility, its factor rows (factor, key, value, unit) in order."""
@@ -1338,7 +1357,7 @@ class _Rollup:
         self._ovr = ovr
         return ovr
 
-    def overridden(self, fac, streams, kinds, fuels) -> np.ndarray:
+    def overridden(self, fac, streams, kinds, fuels, stream_ids=None) -> np.ndarray:
         """Per row, whether some factor row of its facility applies to it (the rows for which
         :meth:`conversion` keeps an override); the others share the conversions of every
         facility."""
@@ -1346,7 +1365,11 @@ class _Rollup:
         if not len(t["fac"]):
             return np.zeros(len(fac), dtype=bool)
         tf, key = t["fac"], t["applies_to"]
-        own = _member(fac, streams, tf, key) | _member(fac, fuels, tf, key)
+        if stream_ids is not None:   # the streams numbered by the chunk: an integer join
+            own = _gmember(fac, stream_ids, tf, t["applies_to#"], len(self.ch.ids) + 1)
+        else:
+            own = _member(fac, streams, tf, key)
+        own |= _member(fac, fuels, tf, key)
         elec = (t["factor"] == "grid_ef") | (key == "electricity")
         own |= (np.asarray(kinds, dtype=object) == "electricity") & np.isin(fac, tf[elec])
         own |= np.isin(fac, tf[~_notnone(key)])   # a factor row without a key: as before
@@ -1366,8 +1389,9 @@ class _Rollup:
                 keep.append((name, key, v, u))
         return self.res.get(kind, fuel, unit, year, token, tuple(keep))
 
-    def layers(self, fac, streams, kinds, fuels, units, years) -> np.ndarray:
-        """Per row, the multipliers of each layer (NaN where a layer does not apply)."""
+    def layers(self, fac, streams, kinds, fuels, units, years, ids=None) -> np.ndarray:
+        """Per row, the multipliers of each layer (NaN where a layer does not apply). ``ids``:
+        the streams and units numbered by the chunk (their "#" columns), if known."""
         out = np.full((len(fac), len(_LAYERS)), np.nan)
         if not len(fac):
             return out
@@ -1376,11 +1400,17 @@ class _Rollup:
         dk = self.res.default_keys
         fac = np.asarray(fac, dtype=np.int64)
         streams = np.asarray(streams, dtype=object)
-        own = self.overridden(fac, streams, kinds, fuels)
-        sc, su = pd.factorize(streams)   # the streams once (np.isin on strings sorts them)
-        named = own | np.array([s in dk for s in su.tolist()] + [False], dtype=bool)[sc]
+        own = self.overridden(fac, streams, kinds, fuels, None if ids is None else ids[0])
+        if ids is None:
+            sc, su = pd.factorize(streams)   # the streams once (np.isin on strings sorts them)
+            named = own | np.array([s in dk for s in su.tolist()] + [False], dtype=bool)[sc]
+            uparts = units
+        else:
+            sc = ids[0]
+            named = own | self.id_in(dk)[sc]
+            uparts = ids[1]
         key = np.zeros(len(fac), dtype=np.int64)
-        for part in (np.where(own, fac, -1), np.where(named, sc, -2), kinds, fuels, units, years):
+        for part in (np.where(own, fac, -1), np.where(named, sc, -2), kinds, fuels, uparts, years):
             c, u = pd.factorize(np.asarray(part, dtype=object) if not isinstance(part, np.ndarray)
                                 or part.dtype == object else part, use_na_sentinel=True)
             key = key * (len(u) + 1) + (c + 1)
@@ -1425,7 +1455,7 @@ class _Rollup:
                 total = np.where(cnt > 0, total, np.nan)
             return total
 
-        carriers = entering & _oneof(kinds, ("fuel", "electricity", "steam"))
+        carriers = entering & self.f_kind_in(("fuel", "electricity", "steam"))
         n_car = np.bincount(prow[carriers], minlength=nper)
         energy = np.where(n_car > 0, psum(carriers, L["energy_gj"], True), 0.0)
         elec = entering & (kinds == "electricity")
@@ -1652,7 +1682,7 @@ class _Rollup:
             return
         self._ctx = True
         f = self.T["flows"]
-        out_kind = _oneof(self.f_kind, OUT_KINDS)
+        out_kind = self.f_kind_in(OUT_KINDS)
         crosses = np.where(out_kind, ~_notnone(f["to"]), ~_notnone(f["from"]))
         idx = np.nonzero(crosses)[0]
         self._firsts = None
@@ -1756,8 +1786,9 @@ class _Rollup:
         tf, ts, tu = fac[first], streams[first], units[first]
         nt = len(tf)
         kinds = self.kind_of.get(tf, ts)
-        is_in = _oneof(kinds, INPUT_KINDS)
-        needs = is_in | _oneof(kinds, ("wastewater", "solid_waste", "hazardous_waste", "by_product"))
+        kind_in = _among(kinds)
+        is_in = kind_in(INPUT_KINDS)
+        needs = is_in | kind_in(("wastewater", "solid_waste", "hazardous_waste", "by_product"))
         pt = self.price_table()
         # the parts of each triple: its stream's baseline group, or one part of 1 in its own unit
         order, starts, x, tou, qsum, gunit = self._parts if self._parts is not None else (None,) * 6
@@ -1865,7 +1896,8 @@ class _Rollup:
         q = np.full(ne, np.nan)
         # shares
         share = np.full(ne, np.nan)
-        wants_share = _oneof(eff, ("reduce_share", "substitute", "recover"))
+        eff_in = _among(eff)
+        wants_share = eff_in(("reduce_share", "substitute", "recover"))
         if wants_share.any():
             si = np.nonzero(wants_share)[0]
             ks = np.array([self.share_factor(units[i]) for i in si.tolist()], dtype=float)
@@ -1895,11 +1927,11 @@ class _Rollup:
         r_stream = [s if not m else (s or "") for s, m in zip(streams, is_money.tolist(), strict=True)]
         r_q = q
         r_unit = ["VND" if m else u for u, m in zip(su, is_money.tolist(), strict=True)]
-        other = np.nonzero(_oneof(eff, ("substitute", "recover")))[0]
+        other = np.nonzero(eff_in(("substitute", "recover")))[0]
         other = other[~fail[efac[other]]]
         extra_eff, extra_stream, extra_q, extra_unit = self.substitute_recover(
             other, q0, sua, share, r_q, INPUT_KINDS, OUT_KINDS)
-        known = _oneof(eff, ("money", "reduce_share", "reduce_amount", "reduce_per_unit", "substitute", "recover"))
+        known = eff_in(("money", "reduce_share", "reduce_amount", "reduce_per_unit", "substitute", "recover"))
         fail[efac[~known]] = True
         return {
             "eff": np.array(r_eff + extra_eff, dtype=np.int64),
@@ -2165,12 +2197,13 @@ class _Rollup:
         saving = total(np.where(np.isnan(money), 0.0, money))
         mv = rows["money"][mi]
         saving = saving + np.bincount(fac[mi], weights=np.where(np.isnan(mv), 0.0, mv), minlength=n)
+        kind_in = _among(kinds)
         return {"_saving": saving,
-                "saving_gj_per_yr": total(col["energy_gj"], _oneof(kinds, energy_kinds)),
+                "saving_gj_per_yr": total(col["energy_gj"], kind_in(energy_kinds)),
                 "toe_vn_per_yr": total(col["toe_vn"]),
                 "co2e_t_per_yr": total(col["co2_fossil_t"] + col["co2e_other_t"]),
-                "water_m3_per_yr": total(col["water_m3"], _oneof(kinds, ("water",))),
-                "waste_t_per_yr": total(col["mass_t"], _oneof(kinds, waste_kinds))}
+                "water_m3_per_yr": total(col["water_m3"], kind_in(("water",))),
+                "waste_t_per_yr": total(col["mass_t"], kind_in(waste_kinds))}
 
 
 def _python_sum_inv(o) -> np.ndarray:
