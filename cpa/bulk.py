@@ -1298,6 +1298,13 @@ class _Rollup:
     def fail(self, fac, mask=None):
         self.ch.mark(fac, mask, which="fail")
 
+    def id_list(self) -> list:
+        """The chunk's values by their number."""
+        hit = self.__dict__.get("_id_list")
+        if hit is None:
+            hit = self.__dict__["_id_list"] = list(self.ch.ids)
+        return hit
+
     def id_in(self, values) -> np.ndarray:
         """Per number of the chunk's values (and -1, none, last): whether the value is in
         ``values``."""
@@ -1698,7 +1705,9 @@ class _Rollup:
         g = pd.factorize((fac.astype(np.int64) * (len(self.p_year) + 1) + prow + 1) * m + sg)[0]
         first = np.unique(g, return_index=True)[1]
         gunit = units[first]
-        k = self.cf_pairs(units, gunit[g])
+        uid = f["unit#"][idx]
+        k = self.cf_pairs(units, gunit[g], ids=(uid, uid[first][g])) if (uid >= 0).all() else \
+            self.cf_pairs(units, gunit[g])
         q = f["quantity"][idx]
         x = q * k
         broken = np.isnan(x) & ~np.isnan(q)
@@ -1842,12 +1851,18 @@ class _Rollup:
             cost[other] = np.where(np.isnan(k), np.nan, cost[other] / k)
         return cost[inv.ravel()]
 
-    def cf_pairs(self, a, b) -> np.ndarray:
-        """conversion_factor(a, b) element-wise (NaN where it fails), once per distinct pair."""
+    def cf_pairs(self, a, b, ids=None) -> np.ndarray:
+        """conversion_factor(a, b) element-wise (NaN where it fails), once per distinct pair;
+        ``ids``: the numbers of ``a`` and ``b`` in the chunk (none of them -1), if known."""
         import pandas as pd
 
         if not len(a):
             return np.zeros(0)
+        if ids is not None:   # the units numbered by the chunk: integer pairs
+            values = self.id_list()
+            pc, pu = pd.factorize(ids[0].astype(np.int64) * (len(values) + 1) + ids[1])
+            pairs = [(values[p // (len(values) + 1)], values[p % (len(values) + 1)]) for p in pu.tolist()]
+            return np.array([self.cf(x, y) for x, y in pairs], dtype=float)[pc]
         ca, ua = pd.factorize(np.asarray(a, dtype=object))
         cb, ub = pd.factorize(np.asarray(b, dtype=object))
         pair = ca * len(ub) + cb
