@@ -1346,12 +1346,15 @@ class _Rollup:
         self.fuel_of = _Lookup(s["fac"], s["id"], s["fuel"], s["id#"], same_keys=self.kind_of)
         kinds = self.kind_of.get(fac, f["stream"], gkeys=f["stream#"])
         fuelv = self.fuel_of.get(fac, f["stream"], gkeys=f["stream#"])
+        # the kinds and fuels also as the chunk's numbers (-1: none), for integer keys
+        kid, fid = (_Lookup(s["fac"], s["id"], s[c], s["id#"], same_keys=self.kind_of).get(
+            fac, f["stream"], -1, gkeys=f["stream#"]).astype(np.int64) for c in ("kind#", "fuel#"))
         prow = self.pkey.get(fac, f["period"], -1, gkeys=f["period#"]).astype(np.int64)
         year = self.p_year[prow]
         self.f_kind, self.f_prow = kinds, prow
         self.f_kind_in = _among(kinds)
         self.f_layers = f["quantity"][:, None] * self.layers(fac, f["stream"], kinds, fuelv, f["unit"], year,
-                                                             ids=(f["stream#"], f["unit#"]))
+                                                             ids=(f["stream#"], f["unit#"], kid, fid))
 
     def overrides(self):
         """Per facility, its factor rows (factor, key, value, unit) in order."""
@@ -1364,7 +1367,7 @@ class _Rollup:
         self._ovr = ovr
         return ovr
 
-    def overridden(self, fac, streams, kinds, fuels, stream_ids=None) -> np.ndarray:
+    def overridden(self, fac, streams, kinds, fuels, ids=None) -> np.ndarray:
         """Per row, whether some factor row of its facility applies to it (the rows for which
         :meth:`conversion` keeps an override); the others share the conversions of every
         facility."""
@@ -1372,11 +1375,11 @@ class _Rollup:
         if not len(t["fac"]):
             return np.zeros(len(fac), dtype=bool)
         tf, key = t["fac"], t["applies_to"]
-        if stream_ids is not None:   # the streams numbered by the chunk: an integer join
-            own = _gmember(fac, stream_ids, tf, t["applies_to#"], len(self.ch.ids) + 1)
+        if ids is not None:   # streams and fuels numbered by the chunk: integer joins
+            m = len(self.ch.ids) + 1
+            own = _gmember(fac, ids[0], tf, t["applies_to#"], m) | _gmember(fac, ids[3], tf, t["applies_to#"], m)
         else:
-            own = _member(fac, streams, tf, key)
-        own |= _member(fac, fuels, tf, key)
+            own = _member(fac, streams, tf, key) | _member(fac, fuels, tf, key)
         elec = (t["factor"] == "grid_ef") | (key == "electricity")
         own |= (np.asarray(kinds, dtype=object) == "electricity") & np.isin(fac, tf[elec])
         own |= np.isin(fac, tf[~_notnone(key)])   # a factor row without a key: as before
@@ -1398,7 +1401,7 @@ class _Rollup:
 
     def layers(self, fac, streams, kinds, fuels, units, years, ids=None) -> np.ndarray:
         """Per row, the multipliers of each layer (NaN where a layer does not apply). ``ids``:
-        the streams and units numbered by the chunk (their "#" columns), if known."""
+        the streams, units, kinds and fuels numbered by the chunk (-1: none), if known."""
         out = np.full((len(fac), len(_LAYERS)), np.nan)
         if not len(fac):
             return out
@@ -1407,7 +1410,7 @@ class _Rollup:
         dk = self.res.default_keys
         fac = np.asarray(fac, dtype=np.int64)
         streams = np.asarray(streams, dtype=object)
-        own = self.overridden(fac, streams, kinds, fuels, None if ids is None else ids[0])
+        own = self.overridden(fac, streams, kinds, fuels, ids)
         if ids is None:
             sc, su = pd.factorize(streams)   # the streams once (np.isin on strings sorts them)
             named = own | np.array([s in dk for s in su.tolist()] + [False], dtype=bool)[sc]
@@ -1416,8 +1419,10 @@ class _Rollup:
             sc = ids[0]
             named = own | self.id_in(dk)[sc]
             uparts = ids[1]
+            kinds_k, fuels_k = ids[2], ids[3]
         key = np.zeros(len(fac), dtype=np.int64)
-        for part in (np.where(own, fac, -1), np.where(named, sc, -2), kinds, fuels, uparts, years):
+        for part in (np.where(own, fac, -1), np.where(named, sc, -2), kinds if ids is None else kinds_k,
+                     fuels if ids is None else fuels_k, uparts, years):
             c, u = pd.factorize(np.asarray(part, dtype=object) if not isinstance(part, np.ndarray)
                                 or part.dtype == object else part, use_na_sentinel=True)
             key = key * (len(u) + 1) + (c + 1)
