@@ -61,7 +61,8 @@ DEDUP_ROWS = 2000
 
 # characters str.splitlines() breaks on besides \n, the escape character, and <br>
 _ODD_CHARS = tuple("\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")   # (the escape and <br> are checked apart)
-_INDENTED_ROW = re.compile(r"\n[^\S\n]+\|")   # a section body starts with "\n"
+# an indented table line, or an indented "#" line (the exact reader ends a table there)
+_INDENTED_ROW = re.compile(r"\n[^\S\n]+[|#]")   # a section body starts with "\n"
 _OTHER_HEADING = re.compile(r"\n##[^\S\n]")
 _BLOCK = re.compile(r"\n(\|[^\n]*(?:\n\|[^\n]*)*)")
 # a section of the common layout: title, an empty line, header, separator, rows ("\n|...|" each);
@@ -317,10 +318,12 @@ def _utf8_nfc_bad(buf: np.ndarray, hi: np.ndarray) -> np.ndarray:
     cp3 = ((v[k3] & 0x0F) << 12) | ((val[k3 + 1] & 0x3F) << 6) | (val[k3 + 2] & 0x3F)
     ok3 = ((pos[k3 + 1] == hi[k3] + 1) & (pos[k3 + 2] == hi[k3] + 2) & cont[k3 + 1] & cont[k3 + 2]
            & (cp3 >= 0x800) & safe[cp3])
-    claimed = np.zeros(n + 2, dtype=np.int64)   # continuation bytes: each of exactly one lead
-    claimed[k2 + 1] += 1
-    claimed[k3 + 1] += 1
-    claimed[k3 + 2] += 1
+    # continuation bytes: each right after exactly one lead (a lead claims only the bytes that
+    # follow it directly: a stray continuation byte elsewhere, in this file or another, stays bad)
+    claimed = np.zeros(n + 2, dtype=np.int64)
+    claimed[k2[pos[k2 + 1] == hi[k2] + 1] + 1] += 1
+    claimed[k3[pos[k3 + 1] == hi[k3] + 1] + 1] += 1
+    claimed[k3[pos[k3 + 2] == hi[k3] + 2] + 2] += 1
     bad = ~(lead2 | lead3 | cont[:n]) | (cont[:n] != (claimed[:n] == 1)) | (claimed[:n] > 1)
     bad[k2[~ok2]] = True
     bad[k3[~ok3]] = True
@@ -385,8 +388,8 @@ def _scan_chunk(datas: list, caches):
     np.minimum.at(first, fh, h)
     other = np.flatnonzero(hashed & ~sec & ~sub)   # "#" lines are fine before the first "## " only
     ok[f[other][other > first[f[other]]]] = False
-    for i in np.flatnonzero(c1 == 32).tolist():    # an indented table line
-        if chunk[s[i]: e[i]].lstrip(b" ").startswith(b"|"):
+    for i in np.flatnonzero(c1 == 32).tolist():    # an indented table line or "#" line
+        if chunk[s[i]: e[i]].lstrip(b" ").startswith((b"|", b"#")):
             ok[f[i]] = False
     # the sections: "## title", an empty line, header and separator, then the rows
     at = np.minimum(h[:, None] + np.arange(1, 5), nlines - 1)
@@ -729,9 +732,9 @@ class _Chunk:
             rep = first[codes[mid]]
             if not ((lens[rep] == lens[mid]) & (w1[rep] == w1[mid]) & (w2[rep] == w2[mid])).all():
                 # two different cells with one hash: number the pairs exactly
-                ca, ua = pd.factorize(w1[mid])
-                cb, _ = pd.factorize(w2[mid])
-                key[mid] = (ca.astype(np.uint64) * np.uint64(len(ua)) + cb.astype(np.uint64)) | np.uint64(1 << 62)
+                ca, _ = pd.factorize(w1[mid])
+                cb, ub = pd.factorize(w2[mid])
+                key[mid] = (ca.astype(np.uint64) * np.uint64(len(ub)) + cb.astype(np.uint64)) | np.uint64(1 << 62)
                 codes, _ = pd.factorize(key)
                 top = np.maximum.accumulate(codes)
                 first = np.flatnonzero(np.r_[True, top[1:] > top[:-1]])

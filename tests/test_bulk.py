@@ -359,6 +359,41 @@ def test_cells_by_bytes_as_by_strings(many_long, collide, monkeypatch):
     assert sorted(uniq.tolist()) == sorted(slow[1].tolist())
 
 
+@pytest.mark.parametrize("collide", [False, True])
+def test_cells_of_one_head_and_many_tails(collide, monkeypatch):
+    # cells of 8–15 bytes that share their first 8 bytes and differ after: more distinct tails
+    # than heads (where numbering the pairs as head × number of heads + tail was not one-to-one)
+    if collide:
+        monkeypatch.setattr(bulk, "_HASH_K", (np.uint64(0), np.uint64(0)))
+    cells = [f"12345678{i:03d}" for i in range(60)] + ["abcdefgh1", "abcdefgh2", "1000000.005", "2000000.001"]
+    rows = ["|" + "|".join(cells[(k + j) % len(cells)] for j in range(3)) + "|" for k in range(len(cells))]
+    blocks, counts = ["\n".join(rows).encode()], [len(rows)]
+    fast = bulk._Chunk._cells(blocks, counts, 3)
+    assert _cells_as_text(fast) == _cells_as_text(bulk._Chunk._cells_str(blocks, counts, 3))
+    assert len(fast[1]) == len(set(fast[1].tolist()))
+
+
+def test_indented_hash_line_inside_a_table(synthetic, tmp_path):
+    # the exact reader ends a table at an indented "#" line: the fast path must agree
+    text = open(synthetic[0][0], encoding="utf-8").read()
+    assert "\n| Trần" in text
+    p = tmp_path / "hash.cpa.md"
+    p.write_text(text.replace("\n| Trần", "\n  # the others\n| Trần", 1), encoding="utf-8")
+    b, _ = _same([str(p), synthetic[0][1]])
+    assert b.stats["fast"] == 1
+
+
+def test_invalid_utf8_across_files(synthetic, tmp_path):
+    # a lone lead byte at the end of one file and a stray continuation byte at the start of
+    # the next: both files are not UTF-8 text, whatever their neighbours
+    a, b = (open(p, "rb").read() for p in synthetic[0][:2])
+    pa, pb = tmp_path / "a.cpa.md", tmp_path / "b.cpa.md"
+    pa.write_bytes(a + b"\nnote: caf\xc3 \n")
+    pb.write_bytes(b"note \xa9\n" + b)
+    res, _ = _same([str(pa), str(pb), synthetic[0][2]])
+    assert len(res.invalid) == 2
+
+
 @pytest.mark.parametrize("rows", ["|a|b|\n|c|d", "|a|b|\n|c|d|e|", "a|b|\n|c|d|", "|a|b\n|c|d|"])
 def test_cells_of_the_wrong_shape(rows):
     counts = [rows.count("\n") + 1]
@@ -515,6 +550,7 @@ _SCAN_VARIANTS = {
     "a table twice": lambda t: t + "\n## team\n\n| name | role | leader |\n| --- | --- | --- |\n",
     "bad separator": lambda t: t.replace("| --- | --- | --- |\n| Nguyễn", "| --- | - | --- |\n| Nguyễn", 1),
     "indented row": lambda t: t.replace("\n| Trần", "\n  | Trần", 1),
+    "indented # line in a table": lambda t: t.replace("\n| Trần", "\n  # the others\n| Trần", 1),
     "table without rows": lambda t: t.replace("\n| Trần Thị B | Quản đốc | no |", "").replace(
         "\n| Nguyễn Văn A | Giám đốc | yes |", ""),
     "CRLF": lambda t: t.replace("\n", "\r\n"),
@@ -528,6 +564,9 @@ def test_chunk_scan_as_the_per_file_scan(synthetic):
     datas = [_SCAN_VARIANTS[k](base).encode("utf-8") for k in _SCAN_VARIANTS]
     names = list(_SCAN_VARIANTS)
     datas[names.index("invalid UTF-8")] = base.encode("utf-8").replace("ố".encode(), b"\xe1\xbb", 1)
+    # a lead byte alone at the end of one file, a continuation byte alone at the start of the next
+    datas += [base.encode("utf-8") + b"\nnote: caf\xc3 \n", b"note \xa9\n" + base.encode("utf-8")]
+    names += ["lone lead byte at the end", "stray continuation byte at the start"]
     datas += [open(p, "rb").read() for p in synthetic[0]]
     names += [os.path.basename(p) for p in synthetic[0]]
     for p in sorted(glob.glob(os.path.join(ROOT, "examples", "*.cpa.md"))):
@@ -553,6 +592,7 @@ def test_chunk_scan_as_the_per_file_scan(synthetic):
     assert set(must) <= set(taken)
     assert not {"ohm sign (not NFC)", "combining accent", "no-break space", "C1 control", "<br>", "tab",
                 "backslash", "other heading", "indented row", "CRLF", "invalid UTF-8", "empty",
+                "indented # line in a table", "lone lead byte at the end", "stray continuation byte at the start",
                 "trailing space on a row", "row without its last pipe", "table before the first heading",
                 "unknown table", "a table twice", "bad separator"} & set(taken)
     ordinary = {f"f{i:06d}.cpa.md" for i in range(30)}
