@@ -375,19 +375,22 @@ def _fresh(kind: str, folder: str, n: int, workers: int | None) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--measure", kind, "--out", folder, str(n)]
     if workers:
         cmd += ["--workers", str(workers)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the {kind} timing failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run(n: int, out: str | None = None, keep: bool = False, workers: int | None = None,
-        exact: int = 0, seed: int = 0, quiet: bool = False, repeat: int = 1) -> dict:
+        exact: int = 0, seed: int = 0, quiet: bool = False, repeat: int = 3, compile_cpa: bool = True) -> dict:
     """Generate, time and print; returns the figures (seconds, MiB)."""
-    # cpa's modules as an installed package has them, compiled to bytecode (pip compiles them
-    # at install; a source tree run with PYTHONDONTWRITEBYTECODE would compile them in every
-    # timed run): untimed
-    import compileall
+    if compile_cpa:
+        # cpa's modules as an installed package has them, compiled to bytecode (pip compiles
+        # them at install; a source tree run with PYTHONDONTWRITEBYTECODE would compile them
+        # in every timed run): untimed; this writes cpa/__pycache__ (ignored by git)
+        import compileall
 
-    compileall.compile_dir(os.path.join(HERE, "..", "cpa"), quiet=1)
+        compileall.compile_dir(os.path.join(HERE, "..", "cpa"), quiet=1)
     tmp = None
     if out is None:
         tmp = tempfile.mkdtemp(prefix="cpa-bench-")
@@ -480,7 +483,7 @@ def main(argv=None) -> None:
         return
     n = 20 if a.smoke else a.n
     run(n, out=a.out, keep=a.keep, workers=a.workers, exact=a.exact, seed=a.seed,
-        repeat=1 if a.smoke else a.repeat)
+        repeat=1 if a.smoke else a.repeat, compile_cpa=not a.smoke)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 :func:`cpa.programme.programme_table` reads each worksheet into a dozen pandas DataFrames and
 computes its row with per-facility pandas code: about half a second per facility, hours for a
-national programme. This module produces **exactly the same table** (same columns, same values,
-same dtypes) in a few seconds, by working on all facilities at once:
+national programme. This module produces **the same table** (same columns in the same order,
+same dtypes, same values but for the last bits of some sums, which add in another order; the
+tests hold it to 1e-9 relative) in a few seconds, by working on all facilities at once:
 
 1. **Reading.** The files of a chunk are joined into one buffer and their lines classified with
    array operations (:func:`_scan_chunk`): sections, headers and rows are found for all files at
@@ -23,7 +24,8 @@ same dtypes) in a few seconds, by working on all facilities at once:
    :func:`cpa.options.combined_totals`: each option on what the previous ones left; rejected
    options out; operating-cost changes, investment and grants); the combined changes are valued
    by joining the baseline flow parts with a price table resolved once per chunk.
-5. **Two cores.** Files are split into contiguous chunks handled by worker processes (``fork``).
+5. **Two cores.** Files are split into contiguous chunks, taken in turn by this process and
+   forked workers (``fork``); a worker's results come back through a pipe of its own.
 
 The fast path is an accelerator, never a second source of truth: any worksheet it is not sure
 of — a check that fails, a declared ``vi``/``en`` number locale, ``\\|`` escapes, ``<br>``,
@@ -94,8 +96,8 @@ class Bulk:
     entry per path, ``("row", id)``, ``("invalid", problems)`` or ``("error", id, exception)``
     (the error its exact roll-up stops with), and the programme rows themselves are in
     ``blocks``, by column: one block per set of columns, ``(columns, positions, values)`` with
-    the positions of its rows in ``paths`` and a list of values per column (the ``*_target``
-    columns still to be set from the settings).
+    the positions of its rows in ``paths`` and the values of each column, a list or an array
+    (the ``*_target`` columns still to be set from the settings).
     """
 
     paths: list
@@ -333,7 +335,8 @@ def _utf8_nfc_bad(buf: np.ndarray, hi: np.ndarray) -> np.ndarray:
 def _scan_chunk(datas: list, caches):
     """The tables of files (their bytes; None: not read) as :func:`_scan` finds them:
     ``(ok, (file, table, header, rows, row count))``, ``ok`` the files scanned here and, for
-    each of their sections, its file (index), table name, header and rows (UTF-8 bytes, rows
+    each of their sections, its file (index), table name, header (UTF-8 bytes) and rows (a view of
+    the UTF-8 bytes, rows
     joined by "\\n") and number of rows. The per-file :func:`_scan` decides for the others.
 
     The files are joined (each after a "\\n", as :func:`_scan` prepends, and apart by a line of
@@ -1587,7 +1590,7 @@ class _Rollup:
         tail["toe_vn_per_yr_baseline"] = toe[b] * self.p_annual[b]
         tail["key_energy_user"] = tail["toe_vn_per_yr_baseline"] >= 1000.0
         tail.update(opts(sel))
-        # blocks: one per set of material columns, columns as Python lists
+        # blocks: one per set of material columns; columns as arrays (the materials' as lists)
         groups: dict = {}
         for k, keys in enumerate(mat_keys):
             groups.setdefault(keys, []).append(k)
@@ -2261,14 +2264,14 @@ def _run_chunk(paths: list) -> tuple:
     """Load and roll up one chunk: (entries, stats); an entry per path is ("row", id) |
     ("error", id, exception) | ("invalid", problems), and ``stats["blocks"]`` the rows
     (:func:`_blocks`, positions in the chunk)."""
-    with _no_gc():
-        return _chunk_rows(paths)
+    return _chunk_rows(paths)
 
 
 class _no_gc:
-    """No cyclic garbage collection inside (the many small objects of a chunk have no cycles
-    and are freed by their reference counts; the collector would only rescan them: 5–7 % of
-    the time of a chunk)."""
+    """No cyclic garbage collection inside: for the fast stages of a chunk and the assembly of
+    the table, whose many small objects have no cycles and are freed by their reference counts
+    (the collector would only rescan them: 5–7 % of the time of a chunk). Not for the exact
+    path, whose objects do make cycles."""
 
     def __enter__(self):
         import gc
@@ -2294,17 +2297,18 @@ def _chunk_rows(paths: list) -> tuple:
     import time
 
     try:
-        t0 = time.process_time()
-        ch.read()
-        t1 = time.process_time()
-        ch.convert()
-        t2 = time.process_time()
-        if not ch.bad.all():
-            ch.check()
-            ch.keep_good()
-        t3 = time.process_time()
-        ids, blocks = ch.compute() if not ch.bad.all() else ({}, [])
-        t4 = time.process_time()
+        with _no_gc():
+            t0 = time.process_time()
+            ch.read()
+            t1 = time.process_time()
+            ch.convert()
+            t2 = time.process_time()
+            if not ch.bad.all():
+                ch.check()
+                ch.keep_good()
+            t3 = time.process_time()
+            ids, blocks = ch.compute() if not ch.bad.all() else ({}, [])
+            t4 = time.process_time()
         stats.update(t_read=t1 - t0, t_convert=t2 - t1, t_check=t3 - t2, t_compute=t4 - t3)
     except Exception as exc:  # noqa: BLE001 - a fault of the fast path: the exact path decides
         if STRICT:
@@ -2383,74 +2387,142 @@ def _chunks(paths: list, w: int) -> list:
     return out
 
 
-def _claim(nxt) -> int:
-    with nxt.get_lock():
+_RETRY = "retry"   # a worker could not send a chunk's result: this process computes it
+
+
+def _claim(nxt, n: int):
+    """The next chunk not yet taken, or None (none left; or the counter's lock was not freed:
+    a worker died holding it, and this process computes what is missing)."""
+    lock = nxt.get_lock()
+    if not lock.acquire(timeout=10):
+        return None
+    try:
         k = nxt.value
-        nxt.value += 1
-    return k
+        if k >= n:
+            return None
+        nxt.value = k + 1
+        return k
+    finally:
+        lock.release()
 
 
-def _serve(chunks: list, nxt, results) -> None:
-    """A worker process: the next chunk not yet claimed, until there is none; each result is
-    sent as (chunk number, result), then None."""
-    with _no_gc():
-        while (k := _claim(nxt)) < len(chunks):
-            results.put((k, _chunk_rows(chunks[k])))
-    results.put(None)
-    results.close()
-    results.join_thread()
+def _stop(nxt, n: int) -> None:
+    """No more chunks for anyone."""
+    lock = nxt.get_lock()
+    if lock.acquire(timeout=10):
+        nxt.value = n
+        lock.release()
+
+
+def _serve(chunks: list, nxt, conn) -> None:
+    """A worker process: the next chunk not yet taken, until there is none; each result goes to
+    the main process as ``(chunk number, result, error)`` by a thread of its own (the worker
+    goes on with the next chunk meanwhile), then None. An error stops the claiming."""
+    import queue
+    import threading
+
+    out: queue.SimpleQueue = queue.SimpleQueue()
+
+    def send() -> None:
+        while True:
+            item = out.get()
+            try:
+                conn.send(item)
+            except (OSError, ValueError):   # the main process is gone
+                return
+            except Exception:  # noqa: BLE001 - a result that cannot be pickled: recomputed there
+                try:
+                    conn.send((item[0], None, _RETRY))
+                except Exception:  # noqa: BLE001
+                    return
+            if item is None:
+                return
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        while (k := _claim(nxt, len(chunks))) is not None:
+            try:
+                out.put((k, _chunk_rows(chunks[k]), None))
+            except BaseException as exc:  # noqa: BLE001 - raised in order by the main process
+                out.put((k, None, exc))
+                _stop(nxt, len(chunks))
+                break
+    finally:
+        out.put(None)
+        sender.join()
+        conn.close()
 
 
 def _in_parallel(chunks: list, w: int, mp) -> list:
     """The results of :func:`_run_chunk` on every chunk, computed by this process and ``w - 1``
     forked ones, each taking the next chunk not yet taken (no pool: this process works too, and
-    only the others' results travel). A chunk whose worker died is computed here."""
-    import queue
+    only the others' results travel, one pipe each). Errors are raised as computing the chunks
+    in order would raise them (the first chunk's first); a chunk whose worker died, or whose
+    result could not be sent, is computed here."""
+    from multiprocessing.connection import wait
 
     try:
         ctx = mp.get_context("fork")
     except ValueError:  # pragma: no cover - no fork on this platform
         return [_run_chunk(c) for c in chunks]
+    n = len(chunks)
     nxt = ctx.Value("l", 0)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_serve, args=(chunks, nxt, results), daemon=True) for _ in range(w - 1)]
-    for proc in procs:
+    procs, live = [], []
+    for _ in range(w - 1):
+        r, s = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_serve, args=(chunks, nxt, s), daemon=True)
         proc.start()
+        s.close()   # (this end in the worker only: its death reads as the end of the pipe here)
+        procs.append(proc)
+        live.append(r)
     parts: dict = {}
-    done = 0
+    errors: dict = {}
 
-    def take(item) -> None:
-        nonlocal done
-        if item is None:
-            done += 1
-        else:
-            parts[item[0]] = item[1]
+    def take(timeout) -> None:
+        for conn in wait(live, timeout):
+            try:
+                item = conn.recv()
+            except (EOFError, OSError):   # the worker is gone (done, or died)
+                item = None
+            if item is None:
+                live.remove(conn)
+                conn.close()
+                continue
+            k, res, err = item
+            if err is None:
+                parts[k] = res
+            elif not (isinstance(err, str) and err == _RETRY):
+                errors[k] = err
 
     try:
-        with _no_gc():
-            while (k := _claim(nxt)) < len(chunks):
+        while (k := _claim(nxt, n)) is not None:
+            try:
                 parts[k] = _chunk_rows(chunks[k])
-                while True:   # the others' results so far (meanwhile they take more chunks)
-                    try:
-                        take(results.get_nowait())
-                    except queue.Empty:
-                        break
-            while done < len(procs):
-                try:
-                    take(results.get(timeout=0.5))
-                except queue.Empty:
-                    if not any(proc.is_alive() for proc in procs):
-                        break   # a worker died: its chunk is computed below
-                    continue
-        for k in range(len(chunks)):
-            if k not in parts:
-                parts[k] = _run_chunk(chunks[k])
+            except Exception as exc:  # noqa: BLE001 - raised in order below
+                errors[k] = exc
+                _stop(nxt, n)
+                break
+            take(0)   # the others' results so far (meanwhile they take more chunks)
+        while live:
+            take(None)
+    except BaseException:
+        _stop(nxt, n)
+        for proc in procs:
+            proc.terminate()
+        raise
     finally:
         for proc in procs:
-            proc.join(timeout=5)
+            proc.join(timeout=10)
             if proc.is_alive():  # pragma: no cover
                 proc.terminate()
-    return [parts[k] for k in range(len(chunks))]
+                proc.join()
+    for k in range(n):   # in order: the first error, else what no worker delivered
+        if k in errors:
+            raise errors[k]
+        if k not in parts:
+            parts[k] = _run_chunk(chunks[k])
+    return [parts[k] for k in range(n)]
 
 
 def load_many(paths, workers: int | None = None) -> Bulk:

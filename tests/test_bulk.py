@@ -124,6 +124,46 @@ def test_a_worker_that_dies(synthetic, monkeypatch):
     pd.testing.assert_frame_equal(two, bulk.programme_table_bulk(bulk.load_many(paths, workers=1)))
 
 
+def test_a_worker_that_dies_while_sending(synthetic, monkeypatch):
+    # a worker killed in the middle of sending a large result (this process busy meanwhile):
+    # no hang, its chunks are computed here, the table is whole
+    import threading
+    import time
+
+    paths = synthetic[0][:12]
+    parent = os.getpid()
+    real = bulk._chunk_rows
+
+    def dying(chunk):
+        if os.getpid() != parent:
+            threading.Timer(0.3, lambda: os._exit(3)).start()
+            return ("x" * 20_000_000, {})
+        time.sleep(0.6)
+        return real(chunk)
+
+    monkeypatch.setattr(bulk, "CHUNK", 4)
+    monkeypatch.setattr(bulk, "_chunk_rows", dying)
+    two = bulk.programme_table_bulk(bulk.load_many(paths, workers=2))
+    monkeypatch.setattr(bulk, "_chunk_rows", real)
+    pd.testing.assert_frame_equal(two, bulk.programme_table_bulk(bulk.load_many(paths, workers=1)))
+
+
+def test_errors_in_the_order_of_the_chunks(synthetic, tmp_path, monkeypatch):
+    # a missing file in one chunk and a folder in a later one: two workers raise what one
+    # raises (the first chunk's error), whichever worker met its error first
+    paths = list(synthetic[0][:12])
+    paths[4] = str(tmp_path / "missing.cpa.md")
+    os.makedirs(tmp_path / "adir.cpa.md")
+    paths[7] = str(tmp_path / "adir.cpa.md")
+    monkeypatch.setattr(bulk, "CHUNK", 3)
+    with pytest.raises(Exception) as one:
+        bulk.load_many(paths, workers=1)
+    for _ in range(3):
+        with pytest.raises(Exception) as two:
+            bulk.load_many(paths, workers=2)
+        assert type(two.value) is type(one.value) and str(two.value) == str(one.value)
+
+
 def test_duplicate_ids(tmp_path, synthetic):
     a = synthetic[0][0]
     dup = tmp_path / "copy.cpa.md"
