@@ -804,29 +804,31 @@ class _Chunk:
             self.bad[:] = True
             return
         lookup = schema.header_lookup("facility")
+        number = {c.name: k for k, c in enumerate(fac_spec.columns)}
         ffac, fields, values = [], [], []
         for part in ft.pop("_parts"):
             fac, codes, uniq, _ = part
             ffac.append(fac)
-            names = np.array([lookup.get(u.strip().casefold(), "") if u.strip() else "" for u in uniq.tolist()],
-                             dtype=object)
+            # each distinct field cell → the number of its column (-1: unknown or empty)
+            names = np.array([number.get(lookup.get(u.strip().casefold(), ""), -1) if u.strip() else -1
+                              for u in uniq.tolist()], dtype=np.int64)
             fields.append(names[codes[:, 0]])
             values.append(uniq[codes[:, 1]])
         ffac, fields, values = (np.concatenate(x) for x in (ffac, fields, values))
         order = np.argsort(ffac, kind="stable")
         ffac, fields, values = ffac[order], fields[order], values[order]
         ft["fac"] = ffac
-        per_field: dict = {c.name: [""] * self.n for c in fac_spec.columns}
-        seen = set()
-        for f, name, v in zip(ffac.tolist(), fields.tolist(), values.tolist(), strict=True):
-            if not name:
-                self.bad[f] = True   # an unknown field, or an empty row: the exact path decides
-                continue
-            if (f, name) in seen:
-                self.bad[f] = True
-                continue
-            seen.add((f, name))
-            per_field[name][f] = v
+        # an unknown field, an empty row or a field twice: the exact path decides
+        self.bad[ffac[fields < 0]] = True
+        key = np.sort(ffac * (len(number) + 1) + fields)
+        self.bad[key[1:][key[1:] == key[:-1]] // (len(number) + 1)] = True
+        per_field: dict = {}
+        for c in fac_spec.columns:
+            col = np.empty(self.n, dtype=object)
+            col[:] = ""
+            m = fields == number[c.name]
+            col[ffac[m]] = values[m]
+            per_field[c.name] = col
         self.ids: dict = {}
         ids = self.ids
         for col in fac_spec.columns:

@@ -413,6 +413,19 @@ def test_cells_of_one_head_and_many_tails(collide, monkeypatch):
     assert len(fast[1]) == len(set(fast[1].tolist()))
 
 
+@pytest.mark.parametrize("extra", ["| employees | 12 |", "| color | blue |", "|  |  |", "| Employees | 12 |"])
+def test_facility_fields_twice_unknown_or_empty(extra, synthetic, tmp_path):
+    # a field given twice, an unknown field, an empty row, a field by its label's case: the
+    # exact path decides, with its own problems
+    text = open(synthetic[0][0], encoding="utf-8").read()
+    anchor = "| illustrative | yes |\n"
+    assert anchor in text
+    p = tmp_path / "fields.cpa.md"
+    p.write_text(text.replace(anchor, anchor + extra + "\n", 1), encoding="utf-8")
+    b, _ = _same([str(p), synthetic[0][1]])
+    assert b.stats["exact"] >= 1
+
+
 def test_indented_hash_line_inside_a_table(synthetic, tmp_path):
     # the exact reader ends a table at an indented "#" line: the fast path must agree
     text = open(synthetic[0][0], encoding="utf-8").read()
