@@ -760,17 +760,21 @@ class _Chunk:
         step = width + 1
         if not nrows:
             return np.zeros((0, step), dtype=np.int64), np.array([""], dtype=object)
-        big = b"\n".join(b for b in blocks if b).decode("utf-8")
+        raw = b"\n".join(b for b in blocks if b)
         lines = None
+        big = None
         if nrows > DEDUP_ROWS:
-            # tables whose rows repeat across facilities (streams, prices, steps...): split the
-            # distinct rows only
-            sample = big[:200_000].split("\n", 1000)[:1000]
+            # tables whose rows repeat across facilities (streams, prices, steps...): the rows
+            # numbered as bytes (their hashes kept by the bytes objects), the distinct rows only
+            # decoded and split
+            sample = raw[:200_000].split(b"\n", 1000)[:1000]
             if len(set(sample)) < 0.5 * len(sample):
-                lines, ulines = pd.factorize(np.array(big.split("\n"), dtype=object))
+                lines, ulines = pd.factorize(np.array(raw.split(b"\n"), dtype=object))
                 if len(lines) != nrows:
                     return None
-                big = "\n".join(ulines)
+                big = b"\n".join(ulines).decode("utf-8")
+        if big is None:
+            big = raw.decode("utf-8")
         nsplit = nrows if lines is None else len(ulines)
         cells = (big + "\n").split("|")
         if len(cells) != 1 + nsplit * step or cells[0] != "":
