@@ -620,9 +620,12 @@ class _Chunk:
                 count.append(c)
         self.bad |= has != len(need)
         # (table, header) -> [facs, rows, row counts], in order of the files
-        gmap: dict = {}
-        gid = np.fromiter((gmap.setdefault(th, len(gmap)) for th in zip(table, header, strict=True)), dtype=np.int64,
-                          count=len(table))
+        import pandas as pd
+
+        tc, tu = pd.factorize(np.array(table, dtype=object))
+        hc, hu = pd.factorize(np.array(header, dtype=object))   # (bytes: their hashes are kept)
+        gid, gu = pd.factorize(tc.astype(np.int64) * max(len(hu), 1) + hc)
+        gmap = [(tu[g // max(len(hu), 1)], hu[g % max(len(hu), 1)]) for g in gu.tolist()]
         fac_a, count_a = np.asarray(fac, dtype=np.int64), np.asarray(count, dtype=np.int64)
         order = np.lexsort((fac_a, gid))
         bounds = np.searchsorted(gid[order], np.arange(len(gmap) + 1))
