@@ -2241,39 +2241,8 @@ class _Rollup:
                 "waste_t_per_yr": total(col["mass_t"], kind_in(waste_kinds))}
 
 
-def _python_sum_inv(o) -> np.ndarray:
-    cols = ("investment_equipment", "investment_installation", "investment_engineering", "investment_other")
-    out = []
-    for vals in zip(*(o[c].tolist() for c in cols), strict=True):
-        out.append(sum(v for v in vals if v == v))
-    return np.array(out, dtype=float)
-
-
-def _pd_sum(values) -> float:
-    """Sum as pandas would (Series.sum of float64)."""
-    if not values:
-        return 0.0
-    return float(np.sum(np.asarray(values, dtype=float)))
-
-
-def _resource(row, key, unit, b_val, l_val):
-    row[f"{key}_unit"] = unit
-    row[f"{key}_baseline"] = b_val
-    row[f"{key}_latest"] = l_val
-    row[f"{key}_change_pct"] = (100.0 * (l_val - b_val) / b_val
-                                if (b_val == b_val and b_val and l_val == l_val) else math.nan)
-    row[f"{key}_target"] = None   # set from the settings by programme_table_bulk
-
-
 # ----------------------------------------------------------------------------------------------
 # chunks, workers and the public functions
-
-
-def _run_chunk(paths: list) -> tuple:
-    """Load and roll up one chunk: (entries, stats); an entry per path is ("row", id) |
-    ("error", id, exception) | ("invalid", problems), and ``stats["blocks"]`` the rows
-    (:func:`_blocks`, positions in the chunk)."""
-    return _chunk_rows(paths)
 
 
 class _no_gc:
@@ -2295,7 +2264,10 @@ class _no_gc:
             gc.enable()
 
 
-def _chunk_rows(paths: list) -> tuple:
+def _run_chunk(paths: list) -> tuple:
+    """Load and roll up one chunk: (entries, stats); an entry per path is ("row", id) |
+    ("error", id, exception) | ("invalid", problems), and ``stats["blocks"]`` the rows
+    (:func:`_blocks`, positions in the chunk)."""
     from cpa.programme import Settings, facility_row
     from cpa.worksheet import read
 
@@ -2452,7 +2424,7 @@ def _serve(chunks: list, nxt, conn) -> None:
     try:
         while (k := _claim(nxt, len(chunks))) is not None:
             try:
-                out.put((k, _chunk_rows(chunks[k]), None))
+                out.put((k, _run_chunk(chunks[k]), None))
             except BaseException as exc:  # noqa: BLE001 - raised in order by the main process
                 out.put((k, None, exc))
                 _stop(nxt, len(chunks))
@@ -2507,7 +2479,7 @@ def _in_parallel(chunks: list, w: int, mp) -> list:
     try:
         while (k := _claim(nxt, n)) is not None:
             try:
-                parts[k] = _chunk_rows(chunks[k])
+                parts[k] = _run_chunk(chunks[k])
             except Exception as exc:  # noqa: BLE001 - raised in order below
                 errors[k] = exc
                 _stop(nxt, n)

@@ -106,46 +106,43 @@ def test_two_workers(synthetic):
     pd.testing.assert_frame_equal(one, two)
 
 
+def _whole_despite(dying, paths, chunk, monkeypatch, busy=0.0):
+    """The table with two workers, whose forked one runs ``dying(chunk)`` instead of a chunk's
+    work (and this process sleeps ``busy`` seconds before each of its own), equals the table
+    with one worker."""
+    import time
+
+    parent = os.getpid()
+    real = bulk._run_chunk
+
+    def work(c):
+        if os.getpid() != parent:
+            return dying(c)
+        time.sleep(busy)
+        return real(c)
+
+    monkeypatch.setattr(bulk, "CHUNK", chunk)
+    monkeypatch.setattr(bulk, "_run_chunk", work)
+    two = bulk.programme_table_bulk(bulk.load_many(paths, workers=2))
+    monkeypatch.setattr(bulk, "_run_chunk", real)
+    pd.testing.assert_frame_equal(two, bulk.programme_table_bulk(bulk.load_many(paths, workers=1)))
+
+
 def test_a_worker_that_dies(synthetic, monkeypatch):
     # a worker process that dies on a chunk: this process computes that chunk, the table is whole
-    paths = synthetic[0]
-    parent = os.getpid()
-    real = bulk._chunk_rows
-
-    def dying(chunk):
-        if os.getpid() != parent:
-            os._exit(3)
-        return real(chunk)
-
-    monkeypatch.setattr(bulk, "CHUNK", 5)
-    monkeypatch.setattr(bulk, "_chunk_rows", dying)
-    two = bulk.programme_table_bulk(bulk.load_many(paths, workers=2))
-    monkeypatch.setattr(bulk, "_chunk_rows", real)
-    pd.testing.assert_frame_equal(two, bulk.programme_table_bulk(bulk.load_many(paths, workers=1)))
+    _whole_despite(lambda c: os._exit(3), synthetic[0], 5, monkeypatch)
 
 
 def test_a_worker_that_dies_while_sending(synthetic, monkeypatch):
     # a worker killed in the middle of sending a large result (this process busy meanwhile):
     # no hang, its chunks are computed here, the table is whole
     import threading
-    import time
-
-    paths = synthetic[0][:12]
-    parent = os.getpid()
-    real = bulk._chunk_rows
 
     def dying(chunk):
-        if os.getpid() != parent:
-            threading.Timer(0.3, lambda: os._exit(3)).start()
-            return ("x" * 20_000_000, {})
-        time.sleep(0.6)
-        return real(chunk)
+        threading.Timer(0.3, lambda: os._exit(3)).start()
+        return ("x" * 20_000_000, {})
 
-    monkeypatch.setattr(bulk, "CHUNK", 4)
-    monkeypatch.setattr(bulk, "_chunk_rows", dying)
-    two = bulk.programme_table_bulk(bulk.load_many(paths, workers=2))
-    monkeypatch.setattr(bulk, "_chunk_rows", real)
-    pd.testing.assert_frame_equal(two, bulk.programme_table_bulk(bulk.load_many(paths, workers=1)))
+    _whole_despite(dying, synthetic[0][:12], 4, monkeypatch, busy=0.6)
 
 
 def test_errors_in_the_order_of_the_chunks(synthetic, tmp_path, monkeypatch):
